@@ -1,0 +1,1 @@
+# Connections and sync runs arrive with the connector framework.

@@ -1,0 +1,32 @@
+"""Test database setup: created and migrated as the owner role, used as the app role.
+
+Tests then run exactly as the web app and workers do, with Row Level Security in force.
+"""
+
+import pytest
+from django.conf import settings
+from django.db import connections
+from psycopg import sql
+
+from csm.db_roles import app_role_name, as_owner
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_test_environment, django_db_blocker):
+    from django.test.utils import setup_databases, teardown_databases
+
+    with django_db_blocker.unblock():
+        with as_owner():
+            config = setup_databases(verbosity=0, interactive=False, keepdb=False)
+            if app_role_name() != settings.DATABASE_OWNER["USER"]:
+                # Test-only: transactional tests reset tables with TRUNCATE between tests.
+                # The app role never gets TRUNCATE outside the test database (it ignores RLS).
+                with connections["default"].cursor() as cursor:
+                    cursor.execute(
+                        sql.SQL("GRANT TRUNCATE ON ALL TABLES IN SCHEMA public TO {}").format(
+                            sql.Identifier(app_role_name())
+                        )
+                    )
+    yield
+    with django_db_blocker.unblock(), as_owner():
+        teardown_databases(config, verbosity=0)
