@@ -99,7 +99,9 @@ class Account(models.Model):
     plan = models.CharField(max_length=100, blank=True)
     seat_limit = models.PositiveIntegerField(null=True, blank=True)
     stage = models.CharField(max_length=12, choices=Stage.choices, default=Stage.ONBOARDING)
-    csm = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    csm = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     am = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     go_live_date = models.DateField(null=True, blank=True)
     renewal_date = models.DateField(null=True, blank=True)

@@ -60,7 +60,5 @@ def grant_app_role(cursor) -> None:
     if app_role_name() == settings.DATABASE_OWNER["USER"]:
         return
     cursor.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(role))
-    cursor.execute(
-        sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}").format(role)
-    )
+    cursor.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}").format(role))
     cursor.execute(sql.SQL("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {}").format(role))

@@ -41,7 +41,7 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "http://127.0.0.1:8000,h
 
 INSTALLED_APPS = [
     "csm",  # first, so its `migrate` override wins
-    "django.contrib.admin",
+    "csm.apps.VigilAdminConfig",  # the admin, scoped to one organization
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "accounts",
     "health",
     "signals",
@@ -177,6 +178,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Account health, signals and the daily triage list of one organization.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from our own static files: no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 LOGGING = {

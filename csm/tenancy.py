@@ -46,8 +46,8 @@ def enter_user(user_id: int) -> None:
     _set_local("vigil.user_id", user_id)
 
 
-def enter_org(org: Organization) -> None:
-    _set_local("vigil.org_id", org.pk)
+def enter_org(org: Organization | int) -> None:
+    _set_local("vigil.org_id", org if isinstance(org, int) else org.pk)
 
 
 def memberships_for_user(user) -> list[Membership]:
@@ -59,9 +59,7 @@ def memberships_for_user(user) -> list[Membership]:
 def resolve_membership(request, slug: str) -> Membership:
     """Find the organization by slug and the user's membership in it; 404 for both failures."""
     enter_user(request.user.pk)
-    membership = (
-        Membership.objects.select_related("org").filter(org__slug=slug, user_id=request.user.pk).first()
-    )
+    membership = Membership.objects.select_related("org").filter(org__slug=slug, user_id=request.user.pk).first()
     if membership is None:
         raise Http404("No such organization")
     enter_org(membership.org)
@@ -104,3 +102,29 @@ def tenant_context_processor(request):
         "membership": membership,
         "user_orgs": memberships_for_user(request.user),
     }
+
+
+class OrgAPIMixin:
+    """Base of every /api/v1/ view.
+
+    A token names its organization; with a session, `?org=<slug>` or the organization last opened
+    in the browser. Membership is verified before any tenant query, the role on every view.
+    """
+
+    allowed_roles: tuple[str, ...] = tuple(Role.values)
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        from accounts.models import ApiToken
+
+        if isinstance(request.auth, ApiToken):
+            slug = request.auth.org.slug
+        else:
+            slug = request.query_params.get("org") or request.session.get("org_slug") or ""
+        membership = resolve_membership(request, slug)
+        if membership.role not in self.allowed_roles:
+            raise PermissionDenied("Your role cannot use this endpoint.")
+        request.membership = membership
+        request.org = membership.org
+        self.org = membership.org
+        self.membership = membership

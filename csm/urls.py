@@ -1,6 +1,27 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from accounts import import_views, settings_views
+from accounts import views as account_views
+
 urlpatterns = [
+    path("", account_views.home, name="home"),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("switch/", account_views.switch_org, name="switch-org"),
+    path("o/<slug:org_slug>/invitation/<str:token>/", account_views.invitation, name="invitation"),
+    path("o/<slug:org_slug>/", account_views.PlaceholderPage.as_view(title="Morning"), name="morning"),
+    path("o/<slug:org_slug>/accounts/", account_views.PlaceholderPage.as_view(title="Accounts"), name="account-list"),
+    path("o/<slug:org_slug>/portfolio/", account_views.PlaceholderPage.as_view(title="Portfolio"), name="portfolio"),
+    path("o/<slug:org_slug>/revenue/", account_views.PlaceholderPage.as_view(title="Revenue"), name="revenue"),
+    path(
+        "o/<slug:org_slug>/integrations/",
+        account_views.PlaceholderPage.as_view(title="Integrations", allowed_roles=("admin",)),
+        name="integrations",
+    ),
+    path("o/<slug:org_slug>/settings/", settings_views.SettingsView.as_view(), name="settings"),
+    path("o/<slug:org_slug>/settings/import/", import_views.CsvImportView.as_view(), name="csv-import"),
+    path("api/v1/", include("csm.api_urls")),
     path("admin/", admin.site.urls),
 ]
