@@ -111,3 +111,20 @@ def invitation_accept(*, org: Organization, invitation: Invitation, password: st
     invitation.accepted_at = timezone.now()
     invitation.save(update_fields=["accepted_at"])
     return membership
+
+
+def task_update(*, org: Organization, task, status: str, blocked_reason: str = "", due_date=None):
+    """Change a MAP item from the account page; the status clock restarts on a status change."""
+    from accounts.models import TaskStatus
+
+    if status not in TaskStatus.values:
+        raise ValidationError(f"Unknown status {status!r}.")
+    now = timezone.now()
+    if status != task.status:
+        task.status_changed_at = now
+        task.completed_at = now if status == TaskStatus.DONE else None
+    task.status = status
+    task.blocked_reason = blocked_reason.strip()[:300] if status == TaskStatus.BLOCKED else ""
+    task.due_date = due_date
+    task.save(update_fields=["status", "status_changed_at", "completed_at", "blocked_reason", "due_date"])
+    return task

@@ -4,6 +4,7 @@ from django.urls import include, path
 
 from accounts import import_views, settings_views
 from accounts import views as account_views
+from signals import views as signal_views
 
 urlpatterns = [
     path("", account_views.home, name="home"),
@@ -11,8 +12,17 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("switch/", account_views.switch_org, name="switch-org"),
     path("o/<slug:org_slug>/invitation/<str:token>/", account_views.invitation, name="invitation"),
-    path("o/<slug:org_slug>/", account_views.PlaceholderPage.as_view(title="Morning"), name="morning"),
-    path("o/<slug:org_slug>/accounts/", account_views.PlaceholderPage.as_view(title="Accounts"), name="account-list"),
+    path("o/<slug:org_slug>/", signal_views.MorningView.as_view(), name="morning"),
+    path(
+        "o/<slug:org_slug>/triage/<int:account_id>/<str:action>/",
+        signal_views.TriageActionView.as_view(),
+        name="triage-action",
+    ),
+    path("o/<slug:org_slug>/accounts/", account_views.AccountListView.as_view(), name="account-list"),
+    path(
+        "o/<slug:org_slug>/accounts/<int:account_id>/", account_views.AccountDetailView.as_view(), name="account-detail"
+    ),
+    path("o/<slug:org_slug>/tasks/<int:task_id>/", account_views.TaskUpdateView.as_view(), name="task-update"),
     path("o/<slug:org_slug>/portfolio/", account_views.PlaceholderPage.as_view(title="Portfolio"), name="portfolio"),
     path("o/<slug:org_slug>/revenue/", account_views.PlaceholderPage.as_view(title="Revenue"), name="revenue"),
     path(
