@@ -196,3 +196,5 @@ LOGGING = {
 # Each organization's integration credentials are encrypted with keys from this variable
 # (comma-separated, newest first), never with SECRET_KEY.
 VIGIL_CREDENTIAL_KEYS = os.environ.get("VIGIL_CREDENTIAL_KEYS", "")
+# Requests one organization's sync of one connection may make per run.
+VIGIL_SYNC_REQUEST_BUDGET = int(os.environ.get("VIGIL_SYNC_REQUEST_BUDGET", "5000"))

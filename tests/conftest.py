@@ -30,3 +30,34 @@ def django_db_setup(django_test_environment, django_db_blocker):
     yield
     with django_db_blocker.unblock(), as_owner():
         teardown_databases(config, verbosity=0)
+
+
+@pytest.fixture
+def subprocess_env(django_db_setup):
+    """Environment for a child process (worker, command) that must use this test database."""
+    import os
+    from urllib.parse import quote
+
+    def url(cfg: dict) -> str:
+        password = f":{quote(cfg['PASSWORD'])}" if cfg.get("PASSWORD") else ""
+        host = cfg.get("HOST") or ""
+        port = f":{cfg['PORT']}" if cfg.get("PORT") and not host.startswith("/") else ""
+        name = connections["default"].settings_dict["NAME"]
+        if host.startswith("/"):
+            return f"postgresql://{quote(cfg['USER'])}{password}@/{name}?host={quote(host, safe='')}"
+        return f"postgresql://{quote(cfg['USER'])}{password}@{host}{port}/{name}"
+
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=url(settings.DATABASE_APP),
+        DATABASE_OWNER_URL=url(settings.DATABASE_OWNER),
+        REDIS_URL=settings.REDIS_URL,
+        VIGIL_CREDENTIAL_KEYS=settings.VIGIL_CREDENTIAL_KEYS or _dev_credential_keys(),
+    )
+    return env
+
+
+def _dev_credential_keys() -> str:
+    from integrations.credentials import _dev_key_file
+
+    return _dev_key_file()

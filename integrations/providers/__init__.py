@@ -1,0 +1,1 @@
+"""Importing this package registers every connector (one module per provider)."""

@@ -1,0 +1,50 @@
+"""Writes for connections: connect (credentials encrypted), disconnect, rotate keys, mappings."""
+
+from django.core.exceptions import ValidationError
+
+from integrations import credentials
+from integrations.models import AccountMapping, Connection, ConnectionStatus, Provider, UnmatchedRecord
+
+
+def connection_save(*, org, provider: str, secrets: dict, settings: dict | None = None) -> Connection:
+    """Create or update a connection. Empty secret fields keep the stored value (never shown again)."""
+    if provider not in Provider.values:
+        raise ValidationError(f"Unknown provider {provider!r}.")
+    connection = Connection.objects.filter(org=org, provider=provider).first() or Connection(org=org, provider=provider)
+    stored = credentials.decrypt(org_id=org.pk, provider=provider, blob=connection.credentials) if connection.pk else {}
+    merged = {**stored, **{k: v for k, v in secrets.items() if v}}
+    connection.credentials = credentials.encrypt(org_id=org.pk, provider=provider, values=merged)
+    if settings is not None:
+        connection.settings = {**connection.settings, **settings}
+    connection.status = ConnectionStatus.CONNECTED
+    connection.save()
+    return connection
+
+
+def connection_disconnect(*, org, connection: Connection) -> None:
+    """Forget the credentials and stop syncing; synced data and history stay."""
+    connection.credentials = b""
+    connection.status = ConnectionStatus.DISCONNECTED
+    connection.cursors = {}
+    connection.save(update_fields=["credentials", "status", "cursors", "updated_at"])
+
+
+def credentials_rotate(*, org) -> int:
+    """Re-encrypt this organization's credentials with the newest key; returns how many changed."""
+    changed = 0
+    for connection in Connection.objects.filter(org=org).exclude(credentials=b""):
+        if credentials.needs_rotation(connection.credentials):
+            values = credentials.decrypt(org_id=org.pk, provider=connection.provider, blob=connection.credentials)
+            connection.credentials = credentials.encrypt(org_id=org.pk, provider=connection.provider, values=values)
+            connection.save(update_fields=["credentials"])
+            changed += 1
+    return changed
+
+
+def mapping_save(*, org, provider: str, external_id: str, account) -> AccountMapping:
+    """An admin's explicit match; the unmatched record it resolves leaves the list."""
+    mapping, _ = AccountMapping.objects.update_or_create(
+        org=org, provider=provider, external_id=external_id, defaults={"account": account}
+    )
+    UnmatchedRecord.objects.filter(org=org, connection__provider=provider, external_id=external_id).delete()
+    return mapping
