@@ -98,6 +98,7 @@ class TriageItem(models.Model):
 
 
 class RunStatus(models.TextChoices):
+    QUEUED = "queued"  # claimed by the dispatcher, its task not started yet
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
