@@ -4,6 +4,7 @@ from django.urls import include, path
 
 from accounts import import_views, settings_views
 from accounts import views as account_views
+from integrations import views as integration_views
 from signals import views as signal_views
 
 urlpatterns = [
@@ -25,10 +26,26 @@ urlpatterns = [
     path("o/<slug:org_slug>/tasks/<int:task_id>/", account_views.TaskUpdateView.as_view(), name="task-update"),
     path("o/<slug:org_slug>/portfolio/", account_views.PlaceholderPage.as_view(title="Portfolio"), name="portfolio"),
     path("o/<slug:org_slug>/revenue/", account_views.PlaceholderPage.as_view(title="Revenue"), name="revenue"),
+    path("o/<slug:org_slug>/integrations/", integration_views.IntegrationsView.as_view(), name="integrations"),
     path(
-        "o/<slug:org_slug>/integrations/",
-        account_views.PlaceholderPage.as_view(title="Integrations", allowed_roles=("admin",)),
-        name="integrations",
+        "o/<slug:org_slug>/integrations/<str:provider>/connect/",
+        integration_views.ConnectView.as_view(),
+        name="integration-connect",
+    ),
+    path(
+        "o/<slug:org_slug>/integrations/<int:connection_id>/progress/",
+        integration_views.SyncProgressView.as_view(),
+        name="integration-progress",
+    ),
+    path(
+        "o/<slug:org_slug>/integrations/<int:connection_id>/unmatched/",
+        integration_views.UnmatchedView.as_view(),
+        name="integration-unmatched",
+    ),
+    path(
+        "o/<slug:org_slug>/integrations/<int:connection_id>/<str:action>/",
+        integration_views.ConnectionActionView.as_view(),
+        name="integration-action",
     ),
     path("o/<slug:org_slug>/settings/", settings_views.SettingsView.as_view(), name="settings"),
     path("o/<slug:org_slug>/settings/import/", import_views.CsvImportView.as_view(), name="csv-import"),

@@ -4,6 +4,7 @@ from decimal import Decimal
 
 from django import template
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from csm.charts import sparkline_path
 
@@ -13,7 +14,7 @@ register = template.Library()
 @register.simple_tag
 def health_badge(score, band):
     if score is None:
-        return format_html('<span class="band band-none" title="No health score yet">–</span>')
+        return mark_safe('<span class="band band-none" title="No health score yet">–</span>')
     return format_html(
         '<span class="band band-{}" title="Health {} ({})">{}</span>', band, round(score), band, round(score)
     )
@@ -32,14 +33,14 @@ def delta(value):
         return format_html(
             '<span class="delta-down" aria-label="down {} overnight">▼ {}</span>', f"{-value:g}", f"{-value:g}"
         )
-    return format_html('<span class="delta-flat" aria-label="unchanged">±0</span>')
+    return mark_safe('<span class="delta-flat" aria-label="unchanged">±0</span>')
 
 
 @register.simple_tag
 def sparkline(values, width=96, height=24):
     path = sparkline_path(list(values or []), width=width, height=height)
     if not path:
-        return format_html('<span class="muted small">no trend yet</span>')
+        return mark_safe('<span class="muted small">no trend yet</span>')
     return format_html(
         '<svg class="spark" width="{}" height="{}" viewBox="0 0 {} {}" role="img" aria-label="30-day health trend">'
         '<path d="{}"/></svg>',

@@ -1,1 +1,3 @@
 """Importing this package registers every connector (one module per provider)."""
+
+from integrations.providers import segment  # noqa: F401

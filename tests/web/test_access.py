@@ -68,8 +68,8 @@ def test_only_admins_open_settings(client, role, status):
 
 def test_switcher_lists_both_organizations_and_switches(client):
     org_a, org_b = make_org("alpha"), make_org("beta")
-    user = make_member(org_a, role="leader", email="both@example.com")
-    make_member(org_b, role="csm", email="both@example.com")
+    make_member(org_a, role="leader", email="both@example.com")
+    user = make_member(org_b, role="csm", email="both@example.com")
     client.force_login(user)
     page = client.get(reverse("morning", args=["alpha"])).content.decode()
     assert 'value="alpha"' in page and 'value="beta"' in page
