@@ -4,6 +4,7 @@ from django.urls import include, path
 
 from accounts import import_views, settings_views
 from accounts import views as account_views
+from integrations import intake_views
 from integrations import views as integration_views
 from signals import views as signal_views
 
@@ -51,4 +52,5 @@ urlpatterns = [
     path("o/<slug:org_slug>/settings/import/", import_views.CsvImportView.as_view(), name="csv-import"),
     path("api/v1/", include("csm.api_urls")),
     path("admin/", admin.site.urls),
+    path("intake/<slug:org_slug>/v1/<str:call>", intake_views.IntakeView.as_view(), name="usage-intake"),
 ]

@@ -1,0 +1,448 @@
+"""Product-usage intake: Segment-style `track`, `identify` and `group` calls pushed to us.
+
+A request is verified (HMAC-SHA256 of the raw body with the organization's shared secret), parsed
+and validated whole, then ingested in the request's transaction with a constant number of
+set-based statements whatever the batch size: deduplicate by messageId, link users to accounts
+from `group` calls, resolve group ids to accounts, then aggregate `track` calls into
+UsageUserDay (who was active where, when) and UsageDay (events, active users, seats used).
+
+Only `track` calls are activity: `identify` and `group` say who a user is and where they belong,
+and client libraries send them on every page load, so counting them would inflate usage.
+"""
+
+import hashlib
+import hmac
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from django.db import connection as db
+
+from accounts.models import UsageDay
+from integrations import credentials
+from integrations.matching import Candidate, forget_unmatched, record_unmatched, resolve_accounts
+from integrations.models import (
+    Connection,
+    ConnectionStatus,
+    IntakeMessage,
+    Provider,
+    UsageUserDay,
+    UserAccount,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 2 * 1024 * 1024
+MAX_BATCH_EVENTS = 1_000
+CALLS = ("track", "identify", "group")
+SIGNATURE_HEADER = "X-Vigil-Signature"
+# The id columns (IntakeMessage.message_id, UsageUserDay.user_id, SourceRecord.external_id).
+MAX_ID_LENGTH = 120
+# Seats used on a day: distinct users active in the account over the 30 days ending that day.
+SEAT_WINDOW_DAYS = 30
+# A rejected batch lists this many invalid events; the count says how many there were in all.
+MAX_LISTED_ERRORS = 100
+STREAM = "events"
+OBJECT_TYPE = "group"
+
+
+class IntakeRejected(Exception):
+    """The request cannot be accepted; `str()` and `invalid` are what the sender is told."""
+
+    def __init__(self, message: str, *, status: int = 400, invalid: list[dict] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.invalid = invalid or []
+
+    def as_json(self) -> dict:
+        body = {"success": False, "error": str(self)}
+        if self.invalid:
+            body["invalid"] = self.invalid[:MAX_LISTED_ERRORS]
+            body["invalid_count"] = len(self.invalid)
+        return body
+
+
+@dataclass(slots=True)
+class Event:
+    index: int
+    type: str
+    message_id: str
+    user_id: str
+    group_id: str  # '' when the call names no group
+    day: date  # the event's date in the organization's time zone
+    at: datetime
+    domain: str = ""
+    name: str = ""
+
+
+@dataclass
+class IntakeResult:
+    received: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    unmatched: int = 0
+    touched_days: int = 0
+
+    def as_json(self) -> dict:
+        return {
+            "success": True,
+            "received": self.received,
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "unmatched": self.unmatched,
+        }
+
+
+# --- verification -------------------------------------------------------------------------------
+
+
+def signature_for(*, secret: str, body: bytes) -> str:
+    """The header value a sender puts in X-Vigil-Signature for this body."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+# Compared against when there is no secret (unknown organization, nothing connected), so every
+# refusal costs the same work and an attacker cannot tell the cases apart by timing.
+_NO_SECRET = "no-secret-" + hashlib.sha256(b"vigil-intake").hexdigest()
+
+
+def signature_valid(*, secret: str | None, body: bytes, header: str) -> bool:
+    expected = signature_for(secret=secret or _NO_SECRET, body=body).encode()
+    provided = header.strip().lower().encode("utf-8", "replace")
+    return hmac.compare_digest(expected, provided) and bool(secret)
+
+
+def intake_connection(*, org) -> tuple[Connection | None, str | None]:
+    """The organization's usage connection and its shared secret (the caller has entered the tenant)."""
+    connection = (
+        Connection.objects.filter(org=org, provider=Provider.SEGMENT)
+        .exclude(status=ConnectionStatus.DISCONNECTED)
+        .first()
+    )
+    if connection is None:
+        return None, None
+    try:
+        secrets = credentials.decrypt(org_id=org.pk, provider=Provider.SEGMENT, blob=connection.credentials)
+    except credentials.CredentialError:
+        # Refused like a bad signature; the log says why so the operator can ask for a reconnect.
+        log.warning("usage intake of org %s: the shared secret cannot be decrypted", org.pk)
+        return connection, None
+    return connection, secrets.get("shared_secret") or None
+
+
+# --- parsing ------------------------------------------------------------------------------------
+
+
+def payload_parse(*, call: str, body: bytes, tz: ZoneInfo, received_at: datetime) -> list[Event]:
+    """Every event of the body, validated; any invalid event rejects the whole request."""
+    try:
+        payload = json.loads(body)
+    except ValueError as error:
+        raise IntakeRejected(f"The body is not valid JSON ({error}).") from error
+    if not isinstance(payload, dict):
+        raise IntakeRejected("The body must be a JSON object.")
+    if call == "batch":
+        calls = payload.get("batch")
+        if not isinstance(calls, list):
+            raise IntakeRejected('A batch must be a JSON object with a "batch" list of calls.')
+        if len(calls) > MAX_BATCH_EVENTS:
+            raise IntakeRejected(
+                f"The batch holds {len(calls):,} calls; send at most {MAX_BATCH_EVENTS:,} per request.", status=413
+            )
+        shared_context = payload.get("context") if isinstance(payload.get("context"), dict) else {}
+    else:
+        calls = [{**payload, "type": payload.get("type", call)}]
+        shared_context = {}
+    events, invalid = [], []
+    for index, raw in enumerate(calls):
+        try:
+            events.append(_event(index, raw, call=call, shared_context=shared_context, tz=tz, received_at=received_at))
+        except ValueError as error:
+            invalid.append({"index": index, "reason": str(error)})
+    if invalid:
+        raise IntakeRejected(
+            f"{len(invalid):,} of {len(calls):,} calls are invalid; nothing was accepted.", invalid=invalid
+        )
+    return events
+
+
+def _identifier(raw: dict, key: str) -> str:
+    value = raw.get(key)
+    if value is None or value == "":
+        return ""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"{key} must be a string")
+    text = str(value)
+    if len(text) > MAX_ID_LENGTH:
+        raise ValueError(f"{key} is longer than {MAX_ID_LENGTH} characters")
+    return text
+
+
+def _timestamp(raw: dict, tz: ZoneInfo) -> datetime | None:
+    for key in ("timestamp", "receivedAt"):
+        value = raw.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise ValueError(f"{key} must be an ISO 8601 string")
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{key} {value[:40]!r} is not an ISO 8601 date-time") from None
+        # Like the CSV import: a time without an offset is in the organization's time zone.
+        return moment if moment.tzinfo else moment.replace(tzinfo=tz)
+    return None
+
+
+def _event(index: int, raw, *, call: str, shared_context: dict, tz: ZoneInfo, received_at: datetime) -> Event:
+    if not isinstance(raw, dict):
+        raise ValueError("a call must be a JSON object")
+    kind = raw.get("type")
+    if kind not in CALLS:
+        raise ValueError(f"type must be one of track, identify, group (got {str(kind)[:40]!r})")
+    if call != "batch" and kind != call:
+        raise ValueError(f"type {kind!r} was sent to /{call}")
+    message_id = _identifier(raw, "messageId")
+    if not message_id:
+        raise ValueError("messageId is missing")
+    user_id = _identifier(raw, "userId") or _identifier(raw, "anonymousId")
+    if not user_id:
+        raise ValueError("userId or anonymousId is missing")
+    if kind == "track" and not (isinstance(raw.get("event"), str) and raw["event"]):
+        raise ValueError("a track call needs an event name")
+    context = raw.get("context")
+    context = context if isinstance(context, dict) else {}
+    group_id = _identifier(context, "groupId") or _identifier(raw, "groupId") or _identifier(shared_context, "groupId")
+    if kind == "group" and not group_id:
+        raise ValueError("a group call needs a groupId")
+    moment = _timestamp(raw, tz) or received_at
+    traits = raw.get("traits") if kind == "group" and isinstance(raw.get("traits"), dict) else {}
+    domain = traits.get("website") or traits.get("domain") or ""
+    name = traits.get("name") or ""
+    return Event(
+        index=index,
+        type=kind,
+        message_id=message_id,
+        user_id=user_id,
+        group_id=group_id,
+        day=moment.astimezone(tz).date(),
+        at=moment,
+        domain=domain if isinstance(domain, str) else "",
+        name=name if isinstance(name, str) else "",
+    )
+
+
+# --- ingestion ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Links:
+    """Where each new event lands, and what matched nothing."""
+
+    by_group: dict[str, int] = field(default_factory=dict)
+    by_user: dict[str, int] = field(default_factory=dict)
+    unmatched: dict[str, Candidate] = field(default_factory=dict)
+    unmatched_events: int = 0
+
+
+def events_ingest(*, org, connection: Connection, events: list[Event], received_at: datetime) -> IntakeResult:
+    """Count new events into daily usage; duplicates (by messageId) are acknowledged, not counted.
+
+    Runs in the caller's transaction with the tenant entered.
+    """
+    result = IntakeResult(received=len(events))
+    # One ingestion per organization at a time: two batches counting distinct users of the same
+    # account and day concurrently would each miss the other's uncommitted users, and upserting
+    # overlapping days in different orders could deadlock.
+    with db.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended('vigil:intake', %s))", [org.pk])
+    fresh = _claim_messages(org=org, events=events, received_at=received_at)
+    result.accepted = len(fresh)
+    result.duplicates = len(events) - len(fresh)
+    if fresh:
+        links = _link_accounts(org=org, connection=connection, events=fresh)
+        result.unmatched = links.unmatched_events
+        result.touched_days = _aggregate(org=org, events=fresh, links=links)
+    Connection.objects.filter(pk=connection.pk).update(last_success_at=received_at, last_error="")
+    return result
+
+
+def _claim_messages(*, org, events: list[Event], received_at: datetime) -> list[Event]:
+    """The events not seen before: the first of each messageId here, and none stored already."""
+    first: dict[str, Event] = {}
+    for event in events:
+        first.setdefault(event.message_id, event)
+    with db.cursor() as cursor:
+        # Sorted so concurrent inserts of overlapping ids take the index locks in one order.
+        cursor.execute(
+            f"""
+            INSERT INTO {IntakeMessage._meta.db_table} (org_id, message_id, received_at)
+            SELECT %s, m, %s FROM unnest(%s::text[]) AS m ORDER BY m
+            ON CONFLICT (org_id, message_id) DO NOTHING
+            RETURNING message_id
+            """,
+            [org.pk, received_at, list(first)],
+        )
+        claimed = {row[0] for row in cursor.fetchall()}
+    return [event for message_id, event in first.items() if message_id in claimed]
+
+
+def _link_accounts(*, org, connection: Connection, events: list[Event]) -> _Links:
+    links = _Links()
+    candidates: dict[str, Candidate] = {}
+    for event in events:
+        if event.group_id:
+            known = candidates.get(event.group_id)
+            if known is None or (event.domain and not known.domain):
+                candidates[event.group_id] = Candidate(event.group_id, domain=event.domain, name=event.name)
+    if candidates:
+        links.by_group = resolve_accounts(
+            org=org, provider=Provider.SEGMENT, object_type=OBJECT_TYPE, candidates=list(candidates.values())
+        )
+
+    # A user belongs to the account of their latest group call (by the call's own timestamp).
+    latest: dict[str, tuple[datetime, int]] = {}
+    for event in events:
+        if event.type != "group":
+            continue
+        account_id = links.by_group.get(event.group_id)
+        if account_id is None:
+            links.unmatched[event.group_id] = candidates[event.group_id]
+            links.unmatched_events += 1
+        elif event.user_id not in latest or latest[event.user_id][0] <= event.at:
+            latest[event.user_id] = (event.at, account_id)
+    if latest:
+        _user_accounts_save(org=org, pairs={user: account for user, (_, account) in latest.items()})
+
+    ungrouped = {event.user_id for event in events if event.type == "track" and not event.group_id}
+    if ungrouped:
+        links.by_user = dict(
+            UserAccount.objects.filter(org=org, user_id__in=ungrouped).values_list("user_id", "account_id")
+        )
+    for event in events:
+        if event.type != "track":
+            continue
+        if event.group_id:
+            if event.group_id in links.by_group:
+                continue
+            links.unmatched[event.group_id] = candidates[event.group_id]
+        elif event.user_id in links.by_user:
+            continue
+        else:
+            key = f"user:{event.user_id}"[:MAX_ID_LENGTH]
+            links.unmatched[key] = Candidate(key, name=f"User {event.user_id} (no group call names their account)")
+        links.unmatched_events += 1
+
+    record_unmatched(org=org, connection=connection, stream=STREAM, candidates=list(links.unmatched.values()))
+    now_matching = [group for group in links.by_group if group not in links.unmatched]
+    now_matching += [f"user:{user}"[:MAX_ID_LENGTH] for user in set(latest) | set(links.by_user)]
+    forget_unmatched(org=org, connection=connection, stream=STREAM, external_ids=now_matching)
+    return links
+
+
+def _user_accounts_save(*, org, pairs: dict[str, int]) -> None:
+    users = sorted(pairs)
+    with db.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {UserAccount._meta.db_table} AS link (org_id, user_id, account_id)
+            SELECT %s, u, a FROM unnest(%s::text[], %s::bigint[]) AS l(u, a)
+            ON CONFLICT (org_id, user_id) DO UPDATE SET account_id = EXCLUDED.account_id
+            WHERE link.account_id <> EXCLUDED.account_id
+            """,
+            [org.pk, users, [pairs[user] for user in users]],
+        )
+
+
+def _aggregate(*, org, events: list[Event], links: _Links) -> int:
+    """Fold the matched track calls into UsageUserDay and UsageDay; returns the (account, day) pairs touched."""
+    accounts, days, users = [], [], []
+    for event in events:
+        if event.type != "track":
+            continue
+        account_id = links.by_group.get(event.group_id) if event.group_id else links.by_user.get(event.user_id)
+        if account_id is not None:
+            accounts.append(account_id)
+            days.append(event.day)
+            users.append(event.user_id)
+    if not accounts:
+        return 0
+    user_days = UsageUserDay._meta.db_table
+    usage_days = UsageDay._meta.db_table
+    window = SEAT_WINDOW_DAYS - 1
+    with db.cursor() as cursor:
+        # 1. Who was active where and when; only a user new to an (account, day) changes its counts.
+        cursor.execute(
+            f"""
+            WITH added AS (
+                INSERT INTO {user_days} (org_id, account_id, date, user_id)
+                SELECT DISTINCT %s, a, d, u FROM unnest(%s::bigint[], %s::date[], %s::text[]) AS e(a, d, u)
+                ORDER BY 2, 3, 4
+                ON CONFLICT (org_id, account_id, date, user_id) DO NOTHING
+                RETURNING account_id, date
+            )
+            SELECT DISTINCT account_id, date FROM added
+            """,
+            [org.pk, accounts, days, users],
+        )
+        changed = cursor.fetchall()
+        # 2. Each touched (account, day): events added, distinct users that day and over the window.
+        cursor.execute(
+            f"""
+            WITH counted AS (
+                SELECT a AS account_id, d AS date, count(*) AS events
+                FROM unnest(%(accounts)s::bigint[], %(days)s::date[]) AS e(a, d)
+                GROUP BY a, d
+            )
+            INSERT INTO {usage_days} AS ud (org_id, account_id, date, events, active_users, seats_used)
+            SELECT %(org)s, c.account_id, c.date, c.events,
+                (SELECT count(*) FROM {user_days} u
+                 WHERE u.org_id = %(org)s AND u.account_id = c.account_id AND u.date = c.date),
+                (SELECT count(DISTINCT u.user_id) FROM {user_days} u
+                 WHERE u.org_id = %(org)s AND u.account_id = c.account_id
+                   AND u.date BETWEEN c.date - %(window)s AND c.date)
+            FROM counted c
+            ORDER BY c.account_id, c.date
+            ON CONFLICT (org_id, account_id, date) DO UPDATE SET
+                events = ud.events + EXCLUDED.events,
+                active_users = EXCLUDED.active_users,
+                seats_used = EXCLUDED.seats_used
+            RETURNING 1
+            """,
+            {"org": org.pk, "accounts": accounts, "days": days, "window": window},
+        )
+        touched = len(cursor.fetchall())
+        if changed:
+            # 3. A user new on day D also counts in the seats of the days after D that already exist
+            # (events arriving late, or out of order); rows whose figure is unchanged are not rewritten.
+            cursor.execute(
+                f"""
+                WITH later AS (
+                    SELECT DISTINCT c.a AS account_id, c.d + k AS date
+                    FROM unnest(%(accounts)s::bigint[], %(days)s::date[]) AS c(a, d),
+                         generate_series(1, %(window)s) AS k
+                ),
+                fresh AS (
+                    SELECT ud.id,
+                        (SELECT count(DISTINCT u.user_id) FROM {user_days} u
+                         WHERE u.org_id = %(org)s AND u.account_id = ud.account_id
+                           AND u.date BETWEEN ud.date - %(window)s AND ud.date) AS seats
+                    FROM {usage_days} ud
+                    JOIN later ON later.account_id = ud.account_id AND later.date = ud.date
+                    WHERE ud.org_id = %(org)s
+                    ORDER BY ud.id
+                )
+                UPDATE {usage_days} ud SET seats_used = fresh.seats
+                FROM fresh
+                WHERE ud.id = fresh.id AND ud.seats_used <> fresh.seats
+                """,
+                {
+                    "org": org.pk,
+                    "accounts": [pair[0] for pair in changed],
+                    "days": [pair[1] for pair in changed],
+                    "window": window,
+                },
+            )
+    return touched
