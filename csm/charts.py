@@ -31,7 +31,7 @@ class TrendChart:
 
 
 def trend_chart(
-    series: list[tuple[date, float]], *, green: float = 70, yellow: float = 40, width: int = 640, height: int = 200
+    series: list[tuple[date, float]], *, green: float = 70, yellow: float = 40, width: int = 1100, height: int = 240
 ) -> TrendChart:
     """A health trend over time with the band zones behind it."""
     left, right, top, bottom = 32, 8, 8, 22

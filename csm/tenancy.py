@@ -80,6 +80,8 @@ class OrgViewMixin(LoginRequiredMixin):
         membership = resolve_membership(request, kwargs["org_slug"])
         request.membership = membership
         request.org = membership.org
+        # Read now, inside the transaction: error pages render after it has ended.
+        request.user_orgs = memberships_for_user(request.user)
         request.session["org_slug"] = membership.org.slug
         if membership.role not in self.allowed_roles:
             raise PermissionDenied("Your role cannot open this page.")
@@ -100,7 +102,7 @@ def tenant_context_processor(request):
     return {
         "org": membership.org,
         "membership": membership,
-        "user_orgs": memberships_for_user(request.user),
+        "user_orgs": getattr(request, "user_orgs", [membership]),
     }
 
 
