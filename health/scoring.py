@@ -95,23 +95,25 @@ OUTSTANDING_INVOICE_STATUSES = ("open", "past_due", "uncollectible")
 
 
 def _coerce(frame: pd.DataFrame, schema: dict[str, str]) -> pd.DataFrame:
-    out = pd.DataFrame(index=pd.RangeIndex(len(frame)))
+    columns = {}
     for column, kind in schema.items():
-        values = frame[column] if column in frame else pd.Series([None] * len(frame), dtype=object)
-        values = values.reset_index(drop=True)
-        if kind == UTC_TS:
-            out[column] = pd.to_datetime(values, utc=True)
-        elif kind == DAY:
-            out[column] = pd.to_datetime(values).astype(DAY)
-        elif kind == "str":
-            out[column] = values.fillna("").astype(str)
-        elif kind == "bool":
-            out[column] = values.fillna(False).astype(bool)
-        elif kind == "int64":
-            out[column] = pd.to_numeric(values).fillna(0).astype("int64")
+        if column in frame:
+            values = frame[column].reset_index(drop=True)
         else:
-            out[column] = pd.to_numeric(values).astype(kind)
-    return out
+            values = pd.Series([None] * len(frame), dtype=object)
+        if kind == UTC_TS:
+            columns[column] = values if values.dtype == kind else pd.to_datetime(values, utc=True)
+        elif kind == DAY:
+            columns[column] = values if values.dtype == kind else pd.to_datetime(values).astype(DAY)
+        elif kind == "str":
+            columns[column] = values.fillna("").astype(str)
+        elif kind == "bool":
+            columns[column] = values.fillna(False).astype(bool)
+        elif kind == "int64":
+            columns[column] = pd.to_numeric(values).fillna(0).astype("int64")
+        else:
+            columns[column] = pd.to_numeric(values).astype(kind)
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(frame)))
 
 
 @dataclass

@@ -34,7 +34,8 @@ def health_model_ensure(*, org) -> HealthModel:
     return current
 
 
-def _validate(weights: dict, bands: dict, gates: dict, stale_after_days: int) -> None:
+def health_model_validate(*, weights: dict, bands: dict, gates: dict, stale_after_days: int) -> None:
+    """Raise ValidationError, in words an admin can act on, when a model version would not make sense."""
     unknown = set(weights) - set(COMPONENTS)
     if unknown:
         raise ValidationError(f"Unknown components {sorted(unknown)}; use {', '.join(COMPONENTS)}.")
@@ -75,7 +76,7 @@ def health_model_update(
         new_bands = {**current.bands, **(bands or {})}
         new_gates = {**current.gates, **(gates or {})}
         stale = current.stale_after_days if stale_after_days is None else stale_after_days
-        _validate(new_weights, new_bands, new_gates, stale)
+        health_model_validate(weights=new_weights, bands=new_bands, gates=new_gates, stale_after_days=stale)
         return HealthModel.objects.create(
             org=org,
             version=current.version + 1,

@@ -64,15 +64,21 @@ def _stage(name: str, timings: dict):
         timings[name] = round(time.perf_counter() - started, 3)
 
 
-def nightly_run(*, org, day: date) -> NightlyRun:
-    """Run the whole pipeline for (org, D) and record it; raises StageFailed after recording a failure."""
+def nightly_run(*, org, day: date, sync: bool = True) -> NightlyRun:
+    """Run the whole pipeline for (org, D) and record it; raises StageFailed after recording a failure.
+
+    `sync=False` skips pulling the sources (a backfill replays history already pulled).
+    """
     with tenant(org):
         run = nightly_record_start(org=org, day=day)
     timings: dict = {}
     counts: dict = {}
     try:
-        with _stage("sync", timings):
-            sync_hook(org=org, day=day)
+        if sync:
+            with _stage("sync", timings):
+                summary = sync_hook(org=org, day=day)
+            if summary:
+                counts["sync"] = summary
         with tenant(org):
             # Two runs of the same organization and date (a retry overlapping a late worker)
             # queue here instead of interleaving their writes.

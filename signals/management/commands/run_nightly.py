@@ -38,12 +38,13 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--org", required=True, metavar="SLUG")
         parser.add_argument("--date", type=iso_date, help="YYYY-MM-DD (default: today in the organization's zone)")
+        parser.add_argument("--no-sync", action="store_true", help="skip pulling the connected sources first")
 
     def handle(self, *args, org, date, **options):
         org = organization(org)
         day = date or datetime.now(org.tz).date()
         try:
-            run = nightly_run(org=org, day=day)
+            run = nightly_run(org=org, day=day, sync=not options["no_sync"])
         except StageFailed as failure:
             raise CommandError(f"The nightly run of {org.slug} for {day} failed — {failure}") from failure
         self.stdout.write(self.style.SUCCESS(f"{org.slug} {run_summary(run)}"))
