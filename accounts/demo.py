@@ -13,6 +13,8 @@ drawn as local wall-clock times in the organization's time zone and stored in UT
 import io
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import date
 
 import numpy as np
@@ -864,14 +866,57 @@ def _day_of_month(day_numbers: np.ndarray) -> np.ndarray:
 # --- writing ----------------------------------------------------------------------------------
 
 
-def _copy_frame(*, model, frame: pd.DataFrame, org: Organization, progress: Progress | None, label: str) -> int:
-    """COPY a frame into the model's table (the caller has entered the tenant).
+def _as_copy_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Dates and timestamps as ISO strings, formatted by numpy (pandas' own formatting is several
+    times slower, and dominates the run for millions of rows)."""
+    columns = {}
+    for name, values in frame.items():
+        if isinstance(values.dtype, pd.DatetimeTZDtype):
+            instants = values.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[s]")
+            text = np.datetime_as_string(instants, unit="s", timezone="UTC").astype(object)
+        elif pd.api.types.is_datetime64_dtype(values.dtype):
+            instants = values.to_numpy().astype("datetime64[D]")
+            text = np.datetime_as_string(instants).astype(object)
+        else:
+            columns[name] = values
+            continue
+        text[np.isnat(instants)] = None
+        columns[name] = text
+    return pd.DataFrame(columns, index=frame.index)
+
+
+# PostgreSQL's binary COPY layout for the fixed-width types a frame may hold.
+BINARY_COPY_TYPES = {"bigint": ">i8", "integer": ">i4", "smallint": ">i2", "date": ">i4", "double precision": ">f8"}
+BINARY_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, header extension length
+BINARY_COPY_TRAILER = b"\xff\xff"
+POSTGRES_EPOCH_DAY = 10_957  # 2000-01-01, day zero of PostgreSQL's binary dates
+
+
+def _binary_rows(frame: pd.DataFrame, types: list[str]) -> bytes:
+    """Rows in binary COPY format, laid out by one numpy record per row (no per-value Python)."""
+    layout = [("fields", ">i2")]
+    for position, pg_type in enumerate(types):
+        layout += [(f"length{position}", ">i4"), (f"value{position}", BINARY_COPY_TYPES[pg_type])]
+    rows = np.empty(len(frame), dtype=np.dtype(layout))
+    rows["fields"] = len(types)
+    for position, (pg_type, values) in enumerate(zip(types, frame.items(), strict=True)):
+        values = values[1].to_numpy()
+        if pg_type == "date":
+            values = values.astype("datetime64[D]").astype("int64") - POSTGRES_EPOCH_DAY
+        rows[f"length{position}"] = np.dtype(BINARY_COPY_TYPES[pg_type]).itemsize
+        rows[f"value{position}"] = values
+    return rows.tobytes()
+
+
+def _copy_frame(*, db, model, frame: pd.DataFrame, org: Organization, progress: Progress | None, label: str) -> int:
+    """Bulk-load a frame into the model's table through `db`, a raw psycopg connection whose
+    transaction is inside the tenant.
 
     Columns the frame lacks are filled with the field's constant default, or left to NULL when
     the field allows it, so a new column with a default does not break the demo.
     """
     frame = frame.assign(org_id=org.pk)
-    columns, constants = [], {}
+    columns, constants, types = [], {}, []
     for field in model._meta.concrete_fields:
         if field.primary_key:
             continue
@@ -887,27 +932,40 @@ def _copy_frame(*, model, frame: pd.DataFrame, org: Organization, progress: Prog
             else:
                 raise ValueError(f"{model.__name__}.{column} has no default and no value in the demo data")
         columns.append(column)
+        types.append(field.rel_db_type(connection) if field.is_relation else field.db_type(connection))
     frame = frame.assign(**constants)[columns]
+    # Frames of plain numbers and dates (daily usage: millions of rows) travel in binary;
+    # the others as CSV.
+    binary = all(pg_type in BINARY_COPY_TYPES for pg_type in types) and not frame.isna().any().any()
     # PostgreSQL refuses COPY FROM into a table under row-level security, so rows are copied
     # into a temporary table (private to this session, no policy) and moved with one
     # INSERT … SELECT, which the tenant policy checks like any insert.
     table = sql.Identifier(model._meta.db_table)
     staging = sql.Identifier(f"demo_staging_{model._meta.db_table}")
     column_list = sql.SQL(", ").join(map(sql.Identifier, columns))
+    copy_format = sql.SQL("FORMAT binary" if binary else "FORMAT csv, NULL '\\N'")
     bar = progress(label, len(frame)) if progress else None
-    with connection.connection.cursor() as cursor:
+    with db.cursor() as cursor:
         cursor.execute(
             sql.SQL("CREATE TEMPORARY TABLE {} AS SELECT {} FROM {} WITH NO DATA").format(staging, column_list, table)
         )
-        copy_statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, NULL '\\N')").format(staging, column_list)
-        with cursor.copy(copy_statement) as copy:
+        with cursor.copy(
+            sql.SQL("COPY {} ({}) FROM STDIN WITH ({})").format(staging, column_list, copy_format)
+        ) as copy:
+            if binary:
+                copy.write(BINARY_COPY_HEADER)
             for offset in range(0, len(frame), COPY_CHUNK_ROWS):
                 chunk = frame.iloc[offset : offset + COPY_CHUNK_ROWS]
-                buffer = io.StringIO()
-                chunk.to_csv(buffer, header=False, index=False, na_rep="\\N", float_format="%.2f")
-                copy.write(buffer.getvalue())
+                if binary:
+                    copy.write(_binary_rows(chunk, types))
+                else:
+                    buffer = io.StringIO()
+                    _as_copy_text(chunk).to_csv(buffer, header=False, index=False, na_rep="\\N", float_format="%.2f")
+                    copy.write(buffer.getvalue())
                 if bar is not None:
                     bar.update(len(chunk))
+            if binary:
+                copy.write(BINARY_COPY_TRAILER)
         cursor.execute(
             sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(table, column_list, column_list, staging)
         )
@@ -918,7 +976,22 @@ def _copy_frame(*, model, frame: pd.DataFrame, org: Organization, progress: Prog
 
 
 def _with_account_ids(frame: pd.DataFrame, account_ids: np.ndarray) -> pd.DataFrame:
-    return frame.assign(account_id=account_ids[frame.pop("account").to_numpy()])
+    return frame.drop(columns="account").assign(account_id=account_ids[frame.account.to_numpy()])
+
+
+@contextmanager
+def _background_writer():
+    """One worker thread that loads tables in submission order while the caller builds the next
+    frame: PostgreSQL's inserts (index upkeep, foreign-key checks) then overlap numpy's work.
+
+    On error, queued loads are cancelled and the running one is awaited before the caller's
+    transaction rolls back, so the connection is never used by two threads at once.
+    """
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-copy")
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def demo_org_generate(
@@ -955,26 +1028,35 @@ def demo_org_generate(
             updated_at=_local_timestamps(np.full(len(plan), day), np.full(len(plan), 6 * 3600), tz),
         )
         plan_rows = plan_rows[[column for column in plan_rows.columns if not column.startswith("_")]]
-        counts["accounts"] = _copy_frame(model=Account, frame=plan_rows, org=org, progress=progress, label="accounts")
+        db = connection.connection  # the raw psycopg connection, shared with the writer thread
+        counts["accounts"] = _copy_frame(
+            db=db, model=Account, frame=plan_rows, org=org, progress=progress, label="accounts"
+        )
         ids_by_external = dict(Account.objects.filter(org=org).values_list("external_id", "id"))
         account_ids = plan.external_id.map(ids_by_external).to_numpy().astype("int64")
 
-        def write(model, label, frame):
-            counts[label] = _copy_frame(
-                model=model, frame=_with_account_ids(frame, account_ids), org=org, progress=progress, label=label
-            )
+        # From here on only the writer thread talks to the database.
+        with _background_writer() as writer:
+            loads = {}
 
-        write(ArrChange, "arr_changes", arr_changes_frame(plan=plan, today=day, rng=streams["arr"]))
-        contacts = contacts_frame(plan=plan, today=day, rng=streams["contacts"])
-        activities = activities_frame(
-            plan=plan, contacts=contacts, team=team, today=day, rng=streams["activities"], tz=tz
-        )
-        write(Contact, "contacts", contacts)
-        write(Task, "tasks", tasks_frame(plan=plan, today=day, rng=streams["tasks"], tz=tz))
-        write(Activity, "activities", activities)
-        write(UsageDay, "usage_days", usage_frame(plan=plan, today=day, rng=streams["usage"]))
-        write(Ticket, "tickets", tickets_frame(plan=plan, today=day, rng=streams["tickets"], tz=tz))
-        write(Invoice, "invoices", invoices_frame(plan=plan, today=day, rng=streams["invoices"], tz=tz))
+            def write(model, label, frame):
+                frame = _with_account_ids(frame, account_ids)
+                loads[label] = writer.submit(
+                    _copy_frame, db=db, model=model, frame=frame, org=org, progress=progress, label=label
+                )
+
+            write(ArrChange, "arr_changes", arr_changes_frame(plan=plan, today=day, rng=streams["arr"]))
+            contacts = contacts_frame(plan=plan, today=day, rng=streams["contacts"])
+            write(Contact, "contacts", contacts)
+            write(UsageDay, "usage_days", usage_frame(plan=plan, today=day, rng=streams["usage"]))
+            write(Task, "tasks", tasks_frame(plan=plan, today=day, rng=streams["tasks"], tz=tz))
+            activities = activities_frame(
+                plan=plan, contacts=contacts, team=team, today=day, rng=streams["activities"], tz=tz
+            )
+            write(Activity, "activities", activities)
+            write(Ticket, "tickets", tickets_frame(plan=plan, today=day, rng=streams["tickets"], tz=tz))
+            write(Invoice, "invoices", invoices_frame(plan=plan, today=day, rng=streams["invoices"], tz=tz))
+            counts.update({label: load.result() for label, load in loads.items()})
     return counts
 
 
