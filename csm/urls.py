@@ -2,8 +2,10 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from accounts import import_views, settings_views
+from accounts import import_views, revenue_views, settings_views
 from accounts import views as account_views
+from health import settings_views as health_settings_views
+from health import views as health_views
 from integrations import intake_views
 from integrations import views as integration_views
 from signals import views as signal_views
@@ -25,8 +27,8 @@ urlpatterns = [
         "o/<slug:org_slug>/accounts/<int:account_id>/", account_views.AccountDetailView.as_view(), name="account-detail"
     ),
     path("o/<slug:org_slug>/tasks/<int:task_id>/", account_views.TaskUpdateView.as_view(), name="task-update"),
-    path("o/<slug:org_slug>/portfolio/", account_views.PlaceholderPage.as_view(title="Portfolio"), name="portfolio"),
-    path("o/<slug:org_slug>/revenue/", account_views.PlaceholderPage.as_view(title="Revenue"), name="revenue"),
+    path("o/<slug:org_slug>/portfolio/", health_views.PortfolioView.as_view(), name="portfolio"),
+    path("o/<slug:org_slug>/revenue/", revenue_views.RevenueView.as_view(), name="revenue"),
     path("o/<slug:org_slug>/integrations/", integration_views.IntegrationsView.as_view(), name="integrations"),
     path(
         "o/<slug:org_slug>/integrations/<str:provider>/connect/",
@@ -50,6 +52,9 @@ urlpatterns = [
     ),
     path("o/<slug:org_slug>/settings/", settings_views.SettingsView.as_view(), name="settings"),
     path("o/<slug:org_slug>/settings/import/", import_views.CsvImportView.as_view(), name="csv-import"),
+    path(
+        "o/<slug:org_slug>/settings/health/", health_settings_views.HealthSettingsView.as_view(), name="health-settings"
+    ),
     path("api/v1/", include("csm.api_urls")),
     path("admin/", admin.site.urls),
     path("intake/<slug:org_slug>/v1/<str:call>", intake_views.IntakeView.as_view(), name="usage-intake"),
