@@ -6,17 +6,20 @@ it (a LATERAL probe per account on the (org, account, date) index): every formul
 looks at those windows or at "the latest row", so the result is the same as reading everything.
 """
 
-import json
 from datetime import date, datetime, time, timedelta
 
 import pandas as pd
-from django.db import connection
 
+from health.bulk import read_frame
 from health.models import HealthModel, HealthScore
 from health.scoring import Frames
 
-# Widest look-back any rule or component needs: the support spike's D-35..D-8 baseline.
-WINDOW_DAYS = 40
+# How far back each source is read in full; older rows only as each account's latest one.
+# The support spike's baseline reaches D-35; engagement looks at 30 days, usage at 14.
+ACTIVITY_WINDOW_DAYS = 31
+TICKET_WINDOW_DAYS = 36
+INVOICE_WINDOW_DAYS = 36
+USAGE_WINDOW_DAYS = 15
 
 EPOCH_DAYS = "({col} - DATE '1970-01-01')"
 EPOCH_US = "(extract(epoch FROM {col}) * 1000000)::bigint"
@@ -37,41 +40,27 @@ def _select(table_alias: str, columns: list[tuple[str, str]]) -> str:
     return ", ".join(parts)
 
 
-def _read(sql: str, params: dict, columns: list[tuple[str, str]]) -> pd.DataFrame:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    names = [name for name, _ in columns]
-    frame = pd.DataFrame.from_records(rows, columns=names)
-    for name, kind in columns:
-        if kind == "ts":
-            frame[name] = pd.to_datetime(pd.to_numeric(frame[name], downcast=None), unit="us", utc=True)
-        elif kind == "day":
-            frame[name] = pd.to_datetime(pd.to_numeric(frame[name]), unit="D")
-    return frame
-
-
 def _window_and_latest(
     table: str,
     columns: list[tuple[str, str]],
     *,
     time_column: str,
     window_filter: str,
+    before_window: str,
     latest_filter: str = "",
-    until: str = "< %(end)s",
 ) -> str:
-    """Rows matching `window_filter`, plus each account's latest row up to the end of D."""
+    """Rows matching `window_filter`, plus each account's latest row from before the window."""
     select_t = _select("t", columns)
     select_l = _select("l", columns)
     inner = ", ".join(["t.id", *[f"t.{name}" for name, _ in columns if name != "account_id"], "t.account_id"])
     return f"""
         SELECT t.id, {select_t} FROM {table} t
         WHERE t.org_id = %(org)s AND {window_filter}
-        UNION
+        UNION ALL
         SELECT l.id, {select_l} FROM accounts_account a
         CROSS JOIN LATERAL (
             SELECT {inner} FROM {table} t
-            WHERE t.org_id = a.org_id AND t.account_id = a.id AND t.{time_column} {until} {latest_filter}
+            WHERE t.org_id = a.org_id AND t.account_id = a.id AND t.{time_column} {before_window} {latest_filter}
             ORDER BY t.{time_column} DESC LIMIT 1
         ) l
         WHERE a.org_id = %(org)s
@@ -147,118 +136,132 @@ CONTACT_COLUMNS = [
 ]
 
 
-def day_bounds(*, org, day: date, days_back: int = 0) -> tuple[datetime, datetime]:
-    """[start of D-days_back, start of D+1) as aware instants of the organization's local midnights."""
+def org_frames(*, org, day: date, stale_after_days: int = 0) -> Frames:
+    """Everything the health formula and the signal rules read for (org, D), nothing dated after D.
+
+    Windows reach at least as far back as the health model's staleness limit, so the newest data
+    behind each component is always among the rows read.
+    """
     tz = org.tz
-    start = datetime.combine(day - timedelta(days=days_back), time(0), tzinfo=tz)
-    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz)
-    return start, end
+    reach = stale_after_days + 1
 
+    def local_midnight(days_back: int) -> datetime:
+        return datetime.combine(day - timedelta(days=max(days_back, reach)), time(0), tzinfo=tz)
 
-def org_frames(*, org, day: date) -> Frames:
-    """Everything the health formula and the signal rules read for (org, D), nothing dated after D."""
-    window_start, end = day_bounds(org=org, day=day, days_back=WINDOW_DAYS)
-    params = {"org": org.pk, "day": day, "end": end, "from": window_start, "from_day": day - timedelta(WINDOW_DAYS)}
+    params = {
+        "org": org.pk,
+        "day": day,
+        "end": datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz),
+        "usage_from": day - timedelta(days=max(USAGE_WINDOW_DAYS, reach)),
+        "activity_from": local_midnight(ACTIVITY_WINDOW_DAYS),
+        "ticket_from": local_midnight(TICKET_WINDOW_DAYS),
+        "invoice_from": day - timedelta(days=max(INVOICE_WINDOW_DAYS, reach)),
+    }
+    with_id = [("id", "int")]
 
-    accounts = _read(
+    accounts = read_frame(
         f"SELECT {_select('a', ACCOUNT_COLUMNS)} FROM accounts_account a WHERE a.org_id = %(org)s",
         params,
         ACCOUNT_COLUMNS,
     ).rename(columns={"id": "account_id"})
-
-    usage = _read(
+    usage = read_frame(
         _window_and_latest(
             "accounts_usageday",
             USAGE_COLUMNS,
             time_column="date",
-            window_filter="t.date > %(from_day)s AND t.date <= %(day)s",
-            until="<= %(day)s",
+            window_filter="t.date > %(usage_from)s AND t.date <= %(day)s",
+            before_window="<= %(usage_from)s",
         ),
         params,
-        [("id", "int"), *USAGE_COLUMNS],
+        with_id + USAGE_COLUMNS,
     )
-    activities = _read(
+    activities = read_frame(
         _window_and_latest(
             "accounts_activity",
             ACTIVITY_COLUMNS,
             time_column="occurred_at",
-            window_filter="t.occurred_at >= %(from)s AND t.occurred_at < %(end)s",
+            window_filter="t.occurred_at >= %(activity_from)s AND t.occurred_at < %(end)s",
+            before_window="< %(activity_from)s",
         )
         # ...and each account's latest client activity, however old: the silent rule counts from it.
-        + " UNION "
+        + " UNION ALL "
         + _window_and_latest(
             "accounts_activity",
             ACTIVITY_COLUMNS,
             time_column="occurred_at",
             window_filter="false",
+            before_window="< %(activity_from)s",
             latest_filter="AND t.actor_side = 'client'",
         ),
         params,
-        [("id", "int"), *ACTIVITY_COLUMNS],
+        with_id + ACTIVITY_COLUMNS,
     )
-    tickets = _read(
+    tickets = read_frame(
         _window_and_latest(
             "accounts_ticket",
             TICKET_COLUMNS,
             time_column="opened_at",
-            # open now, or solved after the window began: either may have been open on D
-            window_filter="t.opened_at < %(end)s AND (t.opened_at >= %(from)s OR t.solved_at IS NULL"
-            " OR t.solved_at >= %(from)s OR t.status IN ('new', 'open', 'pending', 'hold'))",
+            # Opened in the window, or older but possibly open on D (open now, or solved lately).
+            window_filter="t.opened_at < %(end)s AND (t.opened_at >= %(ticket_from)s"
+            " OR t.status IN ('new', 'open', 'pending', 'hold') OR t.solved_at >= %(ticket_from)s)",
+            before_window="< %(ticket_from)s",
         ),
         params,
-        [("id", "int"), *TICKET_COLUMNS],
+        with_id + TICKET_COLUMNS,
     )
-    invoices = _read(
+    invoices = read_frame(
         _window_and_latest(
             "accounts_invoice",
             INVOICE_COLUMNS,
             time_column="issued_at",
-            window_filter="t.issued_at <= %(day)s AND (t.issued_at > %(from_day)s OR t.paid_at IS NULL"
-            " OR t.paid_at >= %(from)s OR t.status NOT IN ('paid', 'void', 'draft'))",
-            until="<= %(day)s",
+            # Issued in the window, or older but possibly unpaid on D (unpaid now, or paid lately).
+            window_filter="t.issued_at <= %(day)s AND (t.issued_at > %(invoice_from)s"
+            " OR t.status NOT IN ('paid', 'void', 'draft') OR t.paid_at >= %(ticket_from)s)",
+            before_window="<= %(invoice_from)s",
         ),
         params,
-        [("id", "int"), *INVOICE_COLUMNS],
+        with_id + INVOICE_COLUMNS,
     )
-    tasks = _read(
+    tasks = read_frame(
         f"SELECT {_select('t', TASK_COLUMNS)} FROM accounts_task t WHERE t.org_id = %(org)s",
         params,
         TASK_COLUMNS,
     )
     # Only champions matter (the champion-gone gate).
-    contacts = _read(
+    contacts = read_frame(
         f"SELECT {_select('c', CONTACT_COLUMNS)} FROM accounts_contact c WHERE c.org_id = %(org)s AND c.is_champion",
         params,
         CONTACT_COLUMNS,
     )
+    # A row can come both from a window and as a latest row: keep it once.
     return Frames.build(
         accounts=accounts,
-        usage=usage.drop(columns="id"),
-        activities=activities.drop(columns="id"),
-        tickets=tickets.drop(columns="id"),
-        invoices=invoices.drop(columns="id"),
+        usage=usage.drop_duplicates("id").drop(columns="id"),
+        activities=activities.drop_duplicates("id").drop(columns="id"),
+        tickets=tickets.drop_duplicates("id").drop(columns="id"),
+        invoices=invoices.drop_duplicates("id").drop(columns="id"),
         tasks=tasks,
         contacts=contacts,
     )
 
 
-def _json(value):
-    return json.loads(value) if isinstance(value, str) else value
-
-
 def scores_frame(*, org, day: date) -> pd.DataFrame:
-    """The stored scores of one day as a frame (account_id, score, band, gate, components, model_version)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT account_id, score::float8, band, gate, components, model_version FROM health_healthscore"
-            " WHERE org_id = %s AND date = %s",
-            [org.pk, day],
-        )
-        rows = cursor.fetchall()
-    frame = pd.DataFrame.from_records(
-        rows, columns=["account_id", "score", "band", "gate", "components", "model_version"]
+    """The stored scores of one day: account_id, score, band, gate, components (JSON text), model_version."""
+    frame = read_frame(
+        "SELECT account_id, score::float8 AS score, band, gate, components::text AS components, model_version"
+        " FROM health_healthscore WHERE org_id = %(org)s AND date = %(day)s",
+        {"org": org.pk, "day": day},
+        [
+            ("account_id", "int"),
+            ("score", "float"),
+            ("band", "str"),
+            ("gate", "str"),
+            ("components", "str"),
+            ("model_version", "int"),
+        ],
     )
-    frame["components"] = frame["components"].map(_json)
+    frame["gate"] = frame["gate"].fillna("")
+    # Left as JSON text: only the few scores a rule reports on need their components parsed.
     return frame
 
 

@@ -5,8 +5,9 @@ from datetime import date, timedelta
 
 import pandas as pd
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 
+from health.bulk import server_cursor
 from health.models import (
     COMPONENTS,
     DEFAULT_BANDS,
@@ -94,8 +95,8 @@ UPSERT_SCORES = """
         (org_id, account_id, date, model_version, score, band, delta, components, component_dates, excluded, gate)
     SELECT %(org)s, s.account_id, %(day)s, %(version)s, s.score, s.band, s.delta,
            s.components::jsonb, s.component_dates::jsonb, s.excluded::jsonb, s.gate
-    FROM unnest(%(account_id)s::bigint[], %(score)s::numeric[], %(band)s::text[], %(delta)s::numeric[],
-                %(components)s::text[], %(component_dates)s::text[], %(excluded)s::text[], %(gate)s::text[])
+    FROM unnest(%(account_id)b::bigint[], %(score)b::numeric[], %(band)b::text[], %(delta)b::numeric[],
+                %(components)b::text[], %(component_dates)b::text[], %(excluded)b::text[], %(gate)b::text[])
          AS s(account_id, score, band, delta, components, component_dates, excluded, gate)
     ON CONFLICT (org_id, account_id, date) DO UPDATE SET
         score = EXCLUDED.score, band = EXCLUDED.band, delta = EXCLUDED.delta,
@@ -127,21 +128,26 @@ def health_scores_write(*, org, day: date, scores: pd.DataFrame) -> int:
         "excluded": [dumps(v) for v in scores["excluded"]],
         "gate": scores["gate"].tolist(),
     }
-    with connection.cursor() as cursor:
+    with server_cursor() as cursor:
         cursor.execute(UPSERT_SCORES, params)
         return cursor.rowcount
 
 
-def health_scores_compute(*, org, day: date, frames: Frames | None = None) -> dict:
+def health_scores_compute(
+    *, org, day: date, frames: Frames | None = None, previous: pd.DataFrame | None = None
+) -> dict:
     """Score every account of the organization for D and store the scores; returns counts.
 
-    `frames` are the localized frames of (org, D) when the caller already has them.
+    `frames` (the localized frames of (org, D)) and `previous` (the stored scores of D-1) are
+    passed by a caller that already has them.
     """
-    if frames is None:
-        frames = localize(org_frames(org=org, day=day), tz=org.tz, day=day)
     model = health_model_current(org=org) or health_model_ensure(org=org)
+    if frames is None:
+        raw = org_frames(org=org, day=day, stale_after_days=model.stale_after_days)
+        frames = localize(raw, tz=org.tz, day=day)
     config = HealthConfig.from_model(model)
-    previous = scores_frame(org=org, day=day - timedelta(days=1))
+    if previous is None:
+        previous = scores_frame(org=org, day=day - timedelta(days=1))
     scores = score_accounts(frames, day=day, config=config, previous=previous)
     written = health_scores_write(org=org, day=day, scores=scores)
     return {

@@ -10,12 +10,12 @@ import importlib.util
 import logging
 import time
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, timedelta
 
 from csm.tenancy import tenant
 from health.scoring import localize
-from health.selectors import org_frames
-from health.services import health_scores_compute
+from health.selectors import health_model_current, org_frames, scores_frame
+from health.services import health_model_ensure, health_scores_compute
 from signals.models import NightlyRun
 from signals.services import (
     nightly_record_failure,
@@ -84,11 +84,14 @@ def nightly_run(*, org, day: date, sync: bool = True) -> NightlyRun:
             # queue here instead of interleaving their writes.
             NightlyRun.objects.select_for_update().filter(pk=run.pk).first()
             with _stage("read", timings):
-                frames = localize(org_frames(org=org, day=day), tz=org.tz, day=day)
+                model = health_model_current(org=org) or health_model_ensure(org=org)
+                raw = org_frames(org=org, day=day, stale_after_days=model.stale_after_days)
+                frames = localize(raw, tz=org.tz, day=day)
             with _stage("health", timings):
-                counts.update(health_scores_compute(org=org, day=day, frames=frames))
+                previous = scores_frame(org=org, day=day - timedelta(days=1))
+                counts.update(health_scores_compute(org=org, day=day, frames=frames, previous=previous))
             with _stage("signals", timings):
-                counts.update(signals_refresh(org=org, day=day, frames=frames))
+                counts.update(signals_refresh(org=org, day=day, frames=frames, previous_scores=previous))
             with _stage("ranking", timings):
                 counts.update(triage_build(org=org, day=day, accounts=frames.accounts))
         with _stage("notify", timings):

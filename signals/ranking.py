@@ -91,7 +91,11 @@ def rank_accounts(signals: pd.DataFrame, accounts: pd.DataFrame, *, day: date) -
     )
     items["rank"] = np.arange(1, len(items) + 1)
 
-    signal_ids = per_account["id"].apply(list)
+    # The ids of each account's signals, best first: s is sorted by account, then by score.
+    accounts_sorted = s["account_id"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, accounts_sorted[1:] != accounts_sorted[:-1]])
+    id_lists = np.split(s["id"].to_numpy(), starts[1:])
+    signal_ids = {int(accounts_sorted[start]): ids.tolist() for start, ids in zip(starts, id_lists, strict=True)}
     top = per_account.head(1).set_index("account_id").to_dict("index")
     counts = per_account.size().to_dict()
     arr = accounts["arr"].fillna(0).to_dict()

@@ -8,6 +8,7 @@ columns of SIGNAL_COLUMNS; `signals/services.py` turns them into lasting Signal 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import date
 
@@ -257,11 +258,18 @@ def health_drop(scores: pd.DataFrame, previous: pd.DataFrame, *, thresholds: Thr
     return _signals(rows, "health_drop", entity_key="", severity=severity, cause=causes, evidence=evidence)
 
 
-def _component_moves(before: dict, after: dict) -> list[tuple[str, float, float]]:
+def _component_moves(before, after) -> list[tuple[str, float, float]]:
     """Components that went down, biggest fall first (a component that dropped out is left aside)."""
-    before, after = before or {}, after or {}
+    before, after = _parsed(before), _parsed(after)
     moves = [(name, before[name], after[name]) for name in after if name in before and after[name] < before[name]]
     return sorted(moves, key=lambda move: move[2] - move[1])
+
+
+def _parsed(components) -> dict:
+    # Stored scores come with their components as JSON text (health.selectors.scores_frame).
+    if isinstance(components, str):
+        return json.loads(components)
+    return components or {}
 
 
 def go_live_soon(frames: Frames, *, day: date, thresholds: Thresholds) -> pd.DataFrame:

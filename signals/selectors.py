@@ -4,9 +4,9 @@ from dataclasses import dataclass
 from datetime import date
 
 import pandas as pd
-from django.db import connection
 
 from accounts.models import Account
+from health.bulk import read_frame
 from health.models import HealthScore
 from signals.models import NightlyRun, RunStatus, Signal, SignalStatus, TriageItem
 
@@ -24,16 +24,21 @@ def previous_run_day(*, org, day: date) -> date | None:
 
 def open_signals_frame(*, org, day: date) -> pd.DataFrame:
     """The open signals seen on D, as a frame for ranking (done and snoozed ones do not count)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT id, account_id, type, severity, is_new, deadline, cause FROM signals_signal"
-            " WHERE org_id = %s AND cleared_on IS NULL AND status = 'open' AND last_seen = %s",
-            [org.pk, day],
-        )
-        rows = cursor.fetchall()
-    return pd.DataFrame.from_records(
-        rows, columns=["id", "account_id", "type", "severity", "is_new", "deadline", "cause"]
+    frame = read_frame(
+        "SELECT id, account_id, type, severity, is_new, deadline - DATE '1970-01-01' AS deadline"
+        " FROM signals_signal"
+        " WHERE org_id = %(org)s AND cleared_on IS NULL AND status = 'open' AND last_seen = %(day)s",
+        {"org": org.pk, "day": day},
+        [
+            ("id", "int"),
+            ("account_id", "int"),
+            ("type", "str"),
+            ("severity", "int"),
+            ("is_new", "bool"),
+            ("deadline", "day"),
+        ],
     )
+    return frame
 
 
 def open_signals(*, org, day: date | None = None, account: Account | int | None = None) -> list[Signal]:

@@ -12,6 +12,7 @@ import pandas as pd
 from django.db import connection, transaction
 from django.utils import timezone
 
+from health.bulk import server_cursor
 from health.scoring import Frames, localize
 from health.selectors import org_frames, scores_frame
 from signals.models import NightlyRun, RunStatus, Signal, SignalStatus, SignalThresholds, TriageItem
@@ -39,9 +40,9 @@ REOPEN_SAME_DAY = f"""
 
 FIRED = """
     fired AS (
-        SELECT * FROM unnest(%(account_id)s::bigint[], %(type)s::text[], %(entity_key)s::text[],
-                             %(severity)s::int[], %(cause)s::text[], %(action)s::text[], %(evidence)s::jsonb[],
-                             %(deadline)s::date[], %(is_new)s::bool[])
+        SELECT * FROM unnest(%(account_id)b::bigint[], %(type)b::text[], %(entity_key)b::text[],
+                             %(severity)b::int[], %(cause)b::text[], %(action)b::text[], %(evidence)b::text[]::jsonb[],
+                             %(deadline)b::text[]::date[], %(is_new)b::bool[])
         AS f(account_id, type, entity_key, severity, cause, action, evidence, deadline, is_new)
     )
 """
@@ -101,7 +102,7 @@ def signals_write(*, org, day: date, found: pd.DataFrame) -> dict:
         "deadline": [_iso(value) for value in found["deadline"]],
         "is_new": [bool(value) for value in found["is_new"]],
     }
-    with connection.cursor() as cursor:
+    with server_cursor() as cursor:
         cursor.execute(REOPEN_SAME_DAY, params)
         cursor.execute(CLEAR_GONE, params)
         cleared = cursor.rowcount
@@ -112,7 +113,9 @@ def signals_write(*, org, day: date, found: pd.DataFrame) -> dict:
     return {"signals_holding": len(found), "signals_started": inserted, "signals_cleared": cleared}
 
 
-def signals_refresh(*, org, day: date, frames: Frames | None = None) -> dict:
+def signals_refresh(
+    *, org, day: date, frames: Frames | None = None, previous_scores: pd.DataFrame | None = None
+) -> dict:
     """Evaluate every rule for (org, D) against the stored scores and update the signals."""
     if frames is None:
         frames = localize(org_frames(org=org, day=day), tz=org.tz, day=day)
@@ -122,7 +125,9 @@ def signals_refresh(*, org, day: date, frames: Frames | None = None) -> dict:
         day=day,
         thresholds=thresholds,
         scores=scores_frame(org=org, day=day),
-        previous_scores=scores_frame(org=org, day=day - timedelta(days=1)),
+        previous_scores=(
+            scores_frame(org=org, day=day - timedelta(days=1)) if previous_scores is None else previous_scores
+        ),
         previous_run_day=previous_run_day(org=org, day=day),
     )
     return signals_write(org=org, day=day, found=found)
@@ -132,8 +137,8 @@ def signals_refresh(*, org, day: date, frames: Frames | None = None) -> dict:
 UPSERT_TRIAGE = """
     INSERT INTO signals_triageitem (org_id, date, account_id, rank, priority, "group", reasons, signal_ids)
     SELECT %(org)s, %(day)s, t.account_id, t.rank, t.priority, t.grp, t.reasons::jsonb, t.signal_ids::jsonb
-    FROM unnest(%(account_id)s::bigint[], %(rank)s::int[], %(priority)s::float8[], %(group)s::text[],
-                %(reasons)s::text[], %(signal_ids)s::text[])
+    FROM unnest(%(account_id)b::bigint[], %(rank)b::int[], %(priority)b::float8[], %(group)b::text[],
+                %(reasons)b::text[], %(signal_ids)b::text[])
          AS t(account_id, rank, priority, grp, reasons, signal_ids)
     ON CONFLICT (org_id, date, account_id) DO UPDATE SET
         rank = EXCLUDED.rank, priority = EXCLUDED.priority, "group" = EXCLUDED."group",
@@ -145,9 +150,9 @@ def triage_build(*, org, day: date, accounts: pd.DataFrame) -> dict:
     """Replace the day's triage list with a fresh ranking of the accounts' open signals."""
     items = rank_accounts(open_signals_frame(org=org, day=day), accounts, day=day)
     account_ids = items["account_id"].astype(int).tolist()
-    with connection.cursor() as cursor:
+    with server_cursor() as cursor:
         cursor.execute(
-            "DELETE FROM signals_triageitem WHERE org_id = %s AND date = %s AND NOT (account_id = ANY(%s::bigint[]))",
+            "DELETE FROM signals_triageitem WHERE org_id = %s AND date = %s AND NOT (account_id = ANY(%b::bigint[]))",
             [org.pk, day, account_ids],
         )
         if account_ids:

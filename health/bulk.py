@@ -1,0 +1,50 @@
+"""Set-based SQL plumbing for the nightly compute: whole frames in and out in one statement.
+
+Django's cursor binds parameters on the client, quoting every element of a 10,000-item array as
+text; `server_cursor` binds them on the server instead, and `%b` placeholders send arrays in
+binary. Reads go through COPY ... TO STDOUT into pandas' CSV parser. Both use Django's own
+connection, so they run inside the caller's transaction and tenant.
+"""
+
+import io
+from contextlib import contextmanager
+
+import pandas as pd
+import psycopg
+from django.db import connection
+
+READ_DTYPES = {"int": "int64", "str": "object", "float": "float64", "ts": "float64", "day": "float64", "bool": "bool"}
+
+
+@contextmanager
+def server_cursor():
+    """A psycopg cursor with server-side binding on Django's connection (same transaction)."""
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        yield cursor
+
+
+def read_frame(sql: str, params: dict, columns: list[tuple[str, str]]) -> pd.DataFrame:
+    """Run a SELECT through COPY (CSV) into a frame.
+
+    `columns` names each selected column with its kind: int, str, float, bool, `ts` (selected as
+    epoch microseconds, returned as UTC timestamps) or `day` (selected as days since 1970-01-01,
+    returned as dates).
+    """
+    with connection.cursor() as cursor:
+        with cursor.cursor.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv, HEADER)", params) as copy:
+            data = b"".join(bytes(block) for block in copy)
+    frame = pd.read_csv(
+        io.BytesIO(data),
+        dtype={name: READ_DTYPES[kind] for name, kind in columns},
+        keep_default_na=False,
+        na_values=[""],
+        true_values=["t"],
+        false_values=["f"],
+    )
+    for name, kind in columns:
+        if kind == "ts":
+            frame[name] = pd.to_datetime(frame[name], unit="us", utc=True)
+        elif kind == "day":
+            frame[name] = pd.to_datetime(frame[name], unit="D")
+    return frame
