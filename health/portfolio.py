@@ -258,7 +258,8 @@ def _selected(frame: pd.DataFrame, filters: PortfolioFilters, *, with_stage: boo
 
 
 def _group(key, label: str, sums: pd.Series, email: str = "") -> HealthGroup:
-    return HealthGroup(key=key, label=label, email=email, **{name: sums[name].item() for name in FIGURES})
+    figures = {name: float(sums[name]) if name == "arr" else int(sums[name]) for name in FIGURES}
+    return HealthGroup(key=key, label=label, email=email, **figures)
 
 
 def _csm_labels(csm_ids: list[int]) -> dict[int, tuple[str, str]]:

@@ -78,3 +78,48 @@ def make_usage(org, account, *, day: date, active_users=10, seats_used=10, event
         return UsageDay.objects.create(
             org=org, account=account, date=day, active_users=active_users, seats_used=seats_used, events=events
         )
+
+
+def make_score(org, account, *, day: date, score: float, band: str | None = None, delta=None, components=None, gate=""):
+    """A stored health score as a nightly run leaves it (band from the default thresholds)."""
+    from health.models import HealthScore
+
+    band = band or ("green" if score >= 70 else "yellow" if score >= 40 else "red")
+    with tenant(org):
+        return HealthScore.objects.create(
+            org=org,
+            account=account,
+            date=day,
+            model_version=1,
+            score=Decimal(str(score)),
+            band=band,
+            delta=None if delta is None else Decimal(str(delta)),
+            components=components if components is not None else {"usage": score},
+            gate=gate,
+        )
+
+
+def make_signal(org, account, *, type: str, day: date, entity_key: str = "", evidence=None, **fields):
+    """An active signal (its condition holds) first and last seen on `day`."""
+    from signals.models import Signal
+
+    values = dict(severity=50, cause=f"{type} on {day}", action="look", status="open", is_new=True)
+    values.update(fields)
+    with tenant(org):
+        return Signal.objects.create(
+            org=org,
+            account=account,
+            type=type,
+            entity_key=entity_key,
+            first_seen=day,
+            last_seen=day,
+            evidence=evidence or {},
+            **values,
+        )
+
+
+def make_arr_change(org, account, *, day: date, arr):
+    from accounts.models import ArrChange
+
+    with tenant(org):
+        return ArrChange.objects.create(org=org, account=account, effective_date=day, arr=Decimal(str(arr)))
