@@ -40,7 +40,7 @@ def subprocess_env(django_db_setup):
 
     def url(cfg: dict) -> str:
         password = f":{quote(cfg['PASSWORD'])}" if cfg.get("PASSWORD") else ""
-        host = cfg.get("HOST") or ""
+        host = cfg.get("HOST") or cfg.get("OPTIONS", {}).get("host") or ""  # a socket dir may sit in OPTIONS
         port = f":{cfg['PORT']}" if cfg.get("PORT") and not host.startswith("/") else ""
         name = connections["default"].settings_dict["NAME"]
         if host.startswith("/"):
