@@ -12,6 +12,7 @@ Formats: ARCHITECTURE.md, "CSV formats".
 """
 
 import re
+import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -618,8 +619,22 @@ def _create_staging(cursor, kind: str) -> None:
     cursor.execute(f"CREATE TEMPORARY TABLE {_STAGING_TABLE} ({columns}) ON COMMIT DROP")
 
 
+# Kinds whose staging columns are all fixed-width and never NULL once validated (usage) go to the
+# server in PostgreSQL's binary COPY format, built with numpy: for a million rows that is a tenth of
+# a second where pandas' to_csv takes seconds, and the server has no text to parse.
+_BINARY_TYPES = {"bigint": ">i8", "integer": ">i4", "date": ">i4"}
+_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)  # signature, flags, no extension
+_PG_EPOCH_DAYS = 10_957  # PostgreSQL counts dates from 2000-01-01, numpy from 1970-01-01
+
+
+def _binary_copy(kind: str) -> bool:
+    return all(sql_type in _BINARY_TYPES for _, sql_type in _STAGING[kind])
+
+
 def _copy_sql(kind: str) -> str:
     names = [name for name, _ in _STAGING[kind]]
+    if _binary_copy(kind):
+        return f"COPY {_STAGING_TABLE} ({', '.join(names)}) FROM STDIN (FORMAT binary)"
     text = [name for name, sql_type in _STAGING[kind] if sql_type == "text"]
     # Text columns read an empty field as '' (the models store blank, not NULL, for those).
     force = f", FORCE_NOT_NULL ({', '.join(text)})" if text else ""
@@ -628,6 +643,24 @@ def _copy_sql(kind: str) -> str:
 
 def _csv_bytes(frame: pd.DataFrame) -> bytes:
     return frame.to_csv(index=False, header=False).encode()
+
+
+def _binary_bytes(kind: str, frame: pd.DataFrame) -> bytes:
+    """Rows in binary COPY format: per row a field count, then each field's length and big-endian value."""
+    layout = [("fields", ">i2")]
+    for name, sql_type in _STAGING[kind]:
+        layout += [(f"{name}.length", ">i4"), (name, _BINARY_TYPES[sql_type])]
+    rows = np.empty(len(frame), dtype=layout)
+    rows["fields"] = len(_STAGING[kind])
+    for name, sql_type in _STAGING[kind]:
+        rows[f"{name}.length"] = np.dtype(_BINARY_TYPES[sql_type]).itemsize
+        if sql_type == "date":
+            codes, distinct = pd.factorize(frame[name])
+            days = np.array(distinct, dtype="datetime64[D]").astype(np.int64) - _PG_EPOCH_DAYS
+            rows[name] = days[codes]
+        else:
+            rows[name] = frame[name].to_numpy(dtype=np.int64)
+    return rows.tobytes()
 
 
 def _upsert_sql(kind: str) -> str:
@@ -753,7 +786,10 @@ def csv_import(*, org: Organization, kind: str, file, progress: Progress | None 
         with connection.cursor() as cursor:
             _create_staging(cursor, kind)
             # One COPY stream for the whole file: the server parses a chunk while pandas checks the next.
+            binary = _binary_copy(kind)
             with cursor.copy(_copy_sql(kind)) as copy:
+                if binary:
+                    copy.write(_BINARY_HEADER)  # even if no row follows: the server reads it first
                 for raw in read_chunks(file, kind):
                     parsed = validate_frame(kind, raw, lookups)
                     rows += len(raw)
@@ -762,7 +798,7 @@ def csv_import(*, org: Organization, kind: str, file, progress: Progress | None 
                     staged = _staging_frame(kind, parsed.clean)
                     keys.append(_key_frame(kind, parsed.clean))
                     if not errors:
-                        copy.write(_csv_bytes(staged))
+                        copy.write(_binary_bytes(kind, staged) if binary else _csv_bytes(staged))
                     report("validating", rows, total)
             if keys:
                 errors.append(duplicate_errors(kind, pd.concat(keys, ignore_index=True)))

@@ -453,3 +453,24 @@ def test_command_prints_each_error_and_fails(org, write, capsys):
         'row 3, column account_external_id: "A-2" is not an account of this organization (import accounts first)',
     ]
     assert count(org, UsageDay) == 0
+
+
+def test_thousands_of_errors_are_counted_and_the_first_thousand_listed(org, write):
+    lines = [f"A-{n},2026-01-01,1,1,1" for n in range(1500)]
+    path = write("account_external_id,date,active_users,seats_used,events\n" + "\n".join(lines) + "\n")
+
+    with pytest.raises(CsvImportError) as caught:
+        csv_import(org=org, kind="usage", file=path)
+
+    assert caught.value.count == 1500
+    assert len(caught.value.errors) == 1000
+    assert str(caught.value.errors[0]).startswith('row 2, column account_external_id: "A-0" is not an account')
+    assert str(caught.value) == "1,500 errors; nothing was imported"
+
+
+def test_a_file_with_only_a_header_imports_nothing(org, write):
+    path = write("account_external_id,date,active_users,seats_used,events\n")
+
+    result = csv_import(org=org, kind="usage", file=path)
+
+    assert (result.rows, result.created, result.updated, result.unchanged) == (0, 0, 0, 0)
