@@ -196,10 +196,13 @@ def localize(frames: Frames, *, tz: ZoneInfo | str, day: date) -> Frames:
     created_on = _local_day(tasks["created_at"], tz)
     tasks["created_on"] = created_on.where(created_on <= d)
     changed_on = _local_day(tasks["status_changed_at"], tz)
+    # A task marked done without a completion time was completed when its status last changed.
+    tasks["completed_at"] = tasks["completed_at"].fillna(tasks["status_changed_at"].where(tasks["status"] == "done"))
     completed_on = _local_day(tasks["completed_at"], tz)
     tasks["status_changed_on"] = changed_on.where(changed_on <= d)
     tasks["completed_on"] = completed_on.where(completed_on <= d)
-    unknown_on_day = (changed_on > d) | ((tasks["status"] == "done") & (completed_on > d))
+    done_by_day = (tasks["status"] == "done") & (completed_on <= d)
+    unknown_on_day = ~done_by_day & ((changed_on > d) | ((tasks["status"] == "done") & (completed_on > d)))
     tasks["status_on_day"] = tasks["status"].where(~unknown_on_day, "todo")
 
     contacts = frames.contacts.copy()

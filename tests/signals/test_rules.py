@@ -476,3 +476,18 @@ def test_evaluate_runs_every_rule_together():
     )
     assert set(found["type"]) == {"blocked_task", "silent_account", "go_live_soon", "renewal_soon"}
     assert list(found.columns) == rules.SIGNAL_COLUMNS
+
+
+def test_a_task_done_by_d_stays_done_whatever_changed_later_and_done_without_a_time_counts_from_its_change():
+    sources = dict(
+        accounts=[account(1)],
+        tasks=[
+            # Completed before D; its status was touched again after D.
+            task("T-1", due_date=days(-5), status="done", completed_at=at(days(-4)), status_changed_at=at(days(2))),
+            # Done with no completion time: completed when its status changed, 3 days before D.
+            task("T-2", due_date=days(-5), status="done", status_changed_at=at(days(-3), 23, 50)),
+        ],
+    )
+    assert rules.follow_up_due(frames(**sources), day=D, thresholds=Thresholds()).empty
+    touch = rules.last_client_touch(frames(**sources)).loc[1]
+    assert (touch["ref"], touch["on"]) == ("task:T-2", pd.Timestamp(days(-3)))
