@@ -77,7 +77,7 @@ EVENT_RETENTION = 30 * 86400  # Stripe lists the events of the last 30 days only
 RETENTION_MARGIN = 3600  # a cursor this close to the edge could lose events purged while we read
 LISTING_CLOCK_MARGIN = 300  # our clock against Stripe's: events re-read twice are harmless, lost ones are not
 EVENT_OVERLAP = 60  # seconds re-read at each window's start, for events that became visible late
-MAX_WINDOW_PAGES = 1000  # a window this big would not fit a run's request budget: list everything instead
+MAX_WINDOW_PAGES = 1000  # 100,000 events: beyond, list everything instead (see _read_events)
 APPLY_CHUNK = 500
 MAX_CATCH_UP = 100  # newly matched customers whose invoices are fetched per run
 
@@ -356,7 +356,7 @@ class StripeStream(Stream):
         since, seen = state["since"], set(state["seen"])
         params: dict = {"limit": PAGE_SIZE, "created[gt]": since - EVENT_OVERLAP}
         params.update({f"types[{n}]": name for n, name in enumerate(EVENT_TYPES)})
-        newest: dict[tuple, tuple[str, str, dict]] = {}
+        newest: dict[tuple, dict | list | None] = {}  # (kind, id) → its newest state, trimmed
         read: list[tuple[str, int]] = []
         top = since
         pages = 0
@@ -369,41 +369,50 @@ class StripeStream(Stream):
                 obj = (event.get("data") or {}).get("object") or {}
                 key = (obj.get("object"), obj.get("id"))
                 if key not in newest:
-                    newest[key] = (event["id"], event["type"], obj)
+                    # An event the previous window applied (in its last EVENT_OVERLAP seconds) still
+                    # counts as the object's newest state, so an older event arriving late cannot undo it.
+                    applied_before = event["id"] in seen
+                    newest[key] = None if applied_before else self._trim(client, event["type"], obj)
             if not body["has_more"] or not body["data"]:
                 break
             if pages >= MAX_WINDOW_PAGES:
-                # Listing is cheaper than this window and, unlike a window, resumes page by page.
+                # A window commits only once read whole, and this one may not fit a run's request
+                # budget: a full list commits page by page, so it always gets through.
                 listing = self._new_listing()
                 yield Page([], listing)
                 return listing
             params["starting_after"] = body["data"][-1]["id"]
 
-        customers, invoices = [], []
-        ledger = dict(state["ledger"])
-        # Events the previous window already applied (its last EVENT_OVERLAP seconds) still count
-        # as an object's newest state, so an older event arriving late cannot undo them.
-        for (kind, _), (event_id, event_type, obj) in newest.items():
-            if event_id in seen:
+        records, ledger = [], dict(state["ledger"])
+        for (kind, object_id), trimmed in newest.items():
+            if trimmed is None:
                 continue
-            if kind == "customer":
-                deleted = event_type == "customer.deleted"
-                customers.append(customer_record(obj, metadata_key=self.metadata_key, deleted=deleted))
-            elif kind == "subscription":
-                ledger[obj["id"]] = self._ledger_entry(client, obj)
-            elif kind == "invoice":
-                invoices.append(invoice_record(obj, deleted=event_type == "invoice.deleted"))
+            if kind == "subscription":
+                ledger[object_id] = trimmed
+            else:
+                records.append(trimmed)
         final = {
             "mode": "events",
             "since": top,
             "seen": [event_id for event_id, created in read if created > top - EVENT_OVERLAP],
             "ledger": ledger,
         }
-        records = customers + invoices  # customers first: their invoices need them matched
+        records.sort(key=lambda r: r["object"] != "customer")  # customers first: their invoices need them matched
         chunks = [records[n : n + APPLY_CHUNK] for n in range(0, len(records), APPLY_CHUNK)] or [[]]
         for chunk in chunks[:-1]:
             yield Page(chunk, state)
         yield Page(chunks[-1] + [arr_snapshot(ledger), {"object": OVERDUE_CHECK}], final, done=True)
+        return None
+
+    def _trim(self, client, event_type: str, obj: dict) -> dict | list | None:
+        """What an event's object becomes: a record to apply, a ledger entry, or nothing we keep."""
+        kind = obj.get("object")
+        if kind == "customer":
+            return customer_record(obj, metadata_key=self.metadata_key, deleted=event_type == "customer.deleted")
+        if kind == "subscription":
+            return self._ledger_entry(client, obj)
+        if kind == "invoice":
+            return invoice_record(obj, deleted=event_type == "invoice.deleted")
         return None
 
     def _catch_up(self, client, state: dict):

@@ -101,19 +101,19 @@ class StripeFake(FakeProvider):
         self.route("GET", f"/v1/customers/{customer['id']}")(
             self._guarded("customer", functools.partial(self._retrieve_customer, customer["id"]))
         )
-        self._emit("customer.created", customer, at=at)
+        self.emit("customer.created", customer, at=at)
         return customer
 
     def update_customer(self, customer_id: str, *, at=None, **fields) -> dict:
         customer = self.customers[customer_id]
         previous = {name: copy.deepcopy(customer.get(name)) for name in fields}
         customer.update(fields)
-        self._emit("customer.updated", customer, previous=previous, at=at)
+        self.emit("customer.updated", customer, previous=previous, at=at)
         return customer
 
     def delete_customer(self, customer_id: str, *, at=None) -> None:
         customer = self.customers.pop(customer_id)
-        self._emit("customer.deleted", customer, at=at)
+        self.emit("customer.deleted", customer, at=at)
 
     def add_subscription(self, customer: dict, items: list[Item], *, status="active", currency="usd", at=None) -> dict:
         at = at or int(time.time())
@@ -146,7 +146,7 @@ class StripeFake(FakeProvider):
         self.items[subscription_id] = built
         self._embed_items(subscription)
         self.subscriptions[subscription_id] = subscription
-        self._emit("customer.subscription.created", subscription, at=at)
+        self.emit("customer.subscription.created", subscription, at=at)
         return subscription
 
     def update_subscription(self, subscription_id: str, *, status=None, quantity=None, at=None) -> dict:
@@ -164,7 +164,7 @@ class StripeFake(FakeProvider):
             if status == "canceled":
                 subscription.update(canceled_at=at, ended_at=at)
         kind = "deleted" if status == "canceled" else "updated"
-        self._emit(
+        self.emit(
             f"customer.subscription.{kind}", subscription, previous=previous if kind == "updated" else None, at=at
         )
         return subscription
@@ -222,7 +222,7 @@ class StripeFake(FakeProvider):
             "voided_at": at if status == "void" else None,
         }
         self.invoices[invoice_id] = invoice
-        self._emit("invoice.created", invoice, at=at)
+        self.emit("invoice.created", invoice, at=at)
         return invoice
 
     def set_invoice_status(self, invoice_id: str, status: str, *, at=None, attempted: bool | None = None) -> dict:
@@ -249,18 +249,18 @@ class StripeFake(FakeProvider):
             "uncollectible": "invoice.marked_uncollectible",
             "open": "invoice.payment_failed" if attempted else "invoice.finalized",
         }[status]
-        self._emit(specific, invoice, at=at)
-        self._emit("invoice.updated", invoice, previous=previous, at=at)
+        self.emit(specific, invoice, at=at)
+        self.emit("invoice.updated", invoice, previous=previous, at=at)
         return invoice
 
     def delete_invoice(self, invoice_id: str, *, at=None) -> None:
         """Only drafts can be deleted."""
         invoice = self.invoices.pop(invoice_id)
-        self._emit("invoice.deleted", invoice, at=at)
+        self.emit("invoice.deleted", invoice, at=at)
 
     def emit_other(self, event_type: str = "charge.succeeded", *, at=None) -> dict:
         """An event of a type the connector does not ask for."""
-        return self._emit(event_type, fixture("charge") if "charge" in fixtures() else {"object": "charge"}, at=at)
+        return self.emit(event_type, fixture("charge") if "charge" in fixtures() else {"object": "charge"}, at=at)
 
     def _item(self, subscription_id: str, item: Item, *, currency: str, at: int) -> dict:
         built = fixture("subscription_item")
@@ -313,7 +313,8 @@ class StripeFake(FakeProvider):
             "url": f"/v1/subscription_items?subscription={subscription['id']}",
         }
 
-    def _emit(self, event_type: str, obj: dict, *, previous: dict | None = None, at=None) -> dict:
+    def emit(self, event_type: str, obj: dict, *, previous: dict | None = None, at=None) -> dict:
+        """Record an event with a copy of `obj` as it is now (tests use it for events that arrive late)."""
         event = fixture("event")
         data = {"object": copy.deepcopy(obj)}
         if previous is not None:

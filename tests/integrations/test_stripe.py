@@ -1,6 +1,7 @@
 """Stripe connector against a local Stripe (real sockets, real HTTP client, Stripe-shaped answers)."""
 
 import base64
+import copy
 import os
 import re
 import signal
@@ -18,6 +19,7 @@ from accounts.models import Account, ArrChange, Invoice
 from csm.tenancy import tenant
 from integrations.http import ProviderError, RequestBudget
 from integrations.models import Connection, SourceRecord, UnmatchedRecord
+from integrations.providers import stripe as stripe_provider
 from integrations.providers.stripe import (
     EVENT_TYPES,
     STRIPE_401,
@@ -339,6 +341,30 @@ def test_a_window_spanning_pages_keeps_the_newest_state_of_each_object(org, fake
     assert (accounts(org)["ACME"].seat_limit, accounts(org)["ACME"].arr) == (7, Decimal("840.00"))
 
 
+def test_events_that_become_visible_late_are_applied_unless_a_newer_state_was(org, fake):
+    make_account(org, external_id="ACME", domain="acme.example")
+    customer = fake.add_customer(email="ap@acme.example", at=LONG_AGO)
+    invoice = fake.add_invoice(customer, amount_due=1000, due_date=int(time.time()) + DAY, at=LONG_AGO)
+    connection = connect(org, fake)
+    sync(org, connection)
+    stale_copy = copy.deepcopy(invoice)  # the invoice while still open
+    fake.set_invoice_status(invoice["id"], "paid")
+    sync(org, reload(org, connection))
+    since = reload(org, connection).cursors["stripe"]["since"]
+    # Two events stamped before the cursor that Stripe only lists now: a new invoice, and an
+    # older state of the paid one.
+    late_invoice = fake.add_invoice(customer, amount_due=2500, status="paid", at=since - 30)
+    fake.emit("invoice.updated", stale_copy, at=since - 20)
+    mark = len(fake.requests)
+
+    run = sync(org, reload(org, connection))
+
+    assert run.status == "succeeded", run.error
+    assert requested(fake, mark) == ["/v1/events"]
+    assert invoices(org)[late_invoice["id"]][1] == "paid"
+    assert invoices(org)[invoice["id"]][1] == "paid"  # the stale open state did not come back
+
+
 def test_a_cursor_older_than_stripes_event_retention_lists_everything_again(org, fake):
     make_account(org, external_id="ACME", domain="acme.example")
     customer = fake.add_customer(email="ap@acme.example", at=LONG_AGO)
@@ -358,6 +384,22 @@ def test_a_cursor_older_than_stripes_event_retention_lists_everything_again(org,
     assert requested(fake, mark) == ["/v1/customers", "/v1/subscriptions", "/v1/invoices"]
     assert missed["id"] in invoices(org)
     assert reload(org, connection).cursors["stripe"]["since"] > time.time() - 400
+
+
+def test_a_window_too_long_for_one_run_falls_back_to_a_full_list(org, fake, monkeypatch):
+    make_account(org, external_id="ACME", domain="acme.example")
+    customer = fake.add_customer(email="ap@acme.example", at=LONG_AGO)
+    connection = connect(org, fake)
+    sync(org, connection)
+    made = [fake.add_invoice(customer, amount_due=100 + n) for n in range(150)]
+    monkeypatch.setattr(stripe_provider, "MAX_WINDOW_PAGES", 1)
+    mark = len(fake.requests)
+
+    run = sync(org, reload(org, connection))
+
+    assert run.status == "succeeded", run.error
+    assert requested(fake, mark) == ["/v1/events", "/v1/customers", "/v1/subscriptions", "/v1/invoices", "/v1/invoices"]
+    assert set(invoices(org)) == {i["id"] for i in made}
 
 
 def test_a_customer_mapped_after_the_first_sync_brings_its_invoices(org, fake):
