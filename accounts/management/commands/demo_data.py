@@ -3,6 +3,7 @@ from datetime import date, datetime
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 from tqdm import tqdm
 
 from accounts.demo import DEMO_PASSWORD, demo_org_clear, demo_org_generate
@@ -16,6 +17,22 @@ def _iso_date(value: str) -> date:
         return date.fromisoformat(value)
     except ValueError as error:
         raise CommandError(f"--today must be a date like 2026-03-31, not {value!r}.") from error
+
+
+class _TimedBar:
+    """A progress bar for one table that also records how long the table took to load."""
+
+    def __init__(self, label: str, total: int, seconds: dict[str, float]):
+        self.label, self.seconds, self.started = label, seconds, time.perf_counter()
+        # disable=None: bars only on a terminal, so logs and tests stay clean.
+        self.bar = tqdm(total=total, desc=f"{label:<12}", unit=" rows", unit_scale=True, disable=None, leave=False)
+
+    def update(self, rows: int) -> None:
+        self.bar.update(rows)
+
+    def close(self) -> None:
+        self.bar.close()
+        self.seconds[self.label] = time.perf_counter() - self.started
 
 
 class Command(BaseCommand):
@@ -50,26 +67,28 @@ class Command(BaseCommand):
                 raise CommandError(
                     f"{slug} already has accounts. Use --replace to delete its customer data and generate again."
                 )
-            if has_accounts:
-                self.stdout.write(f"Deleting the customer data of {slug}…")
-                demo_org_clear(org=organization)
             today = today or datetime.now(organization.tz).date()
-            started = time.perf_counter()
-            counts = demo_org_generate(
-                org=organization, accounts=accounts, seed=seed, today=today, progress=self._progress
-            )
+            started, load_seconds = time.perf_counter(), {}
+            # One transaction: a failed generation leaves the replaced data in place.
+            with transaction.atomic():
+                if has_accounts:
+                    self.stdout.write(f"Deleting the customer data of {slug}…")
+                    demo_org_clear(org=organization)
+                counts = demo_org_generate(
+                    org=organization,
+                    accounts=accounts,
+                    seed=seed,
+                    today=today,
+                    progress=lambda label, total: _TimedBar(label, total, load_seconds),
+                )
         except ValidationError as error:
             raise CommandError("; ".join(error.messages)) from error
         seconds = time.perf_counter() - started
         for table, rows in counts.items():
-            self.stdout.write(f"  {table:<12} {rows:>10,}")
+            loaded_in = f"  loaded in {load_seconds[table]:.1f} s" if table in load_seconds else ""
+            self.stdout.write(f"  {table:<12} {rows:>10,}{loaded_in}")
         self.stdout.write(
             self.style.SUCCESS(f"Generated {slug} for {today} (seed {seed}) in {seconds:.1f} s.")
             + f"\nLog in as admin@{slug}.demo, leader@{slug}.demo, csm1@{slug}.demo or am1@{slug}.demo"
             f" with the password {DEMO_PASSWORD}"
         )
-
-    @staticmethod
-    def _progress(label: str, total: int):
-        # disable=None: bars only on a terminal, so logs and tests stay clean.
-        return tqdm(total=total, desc=f"{label:<12}", unit=" rows", unit_scale=True, disable=None, leave=False)
