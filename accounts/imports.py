@@ -5,8 +5,10 @@ strings into clean, typed frames plus a frame of row-numbered errors; it needs n
 the organization's lookups (`ImportLookups`). The service `csv_import` runs it chunk by chunk,
 streams clean chunks into a temporary table with COPY while the next chunk is validated, and
 finishes with one `INSERT ... ON CONFLICT DO UPDATE ... WHERE ... IS DISTINCT FROM`, so a file that
-has already been imported rewrites nothing. Any bad row rejects the whole file: the transaction is
-rolled back and every error is reported with its spreadsheet row number (the header is row 1).
+has already been imported rewrites nothing. (COPY cannot go straight into the real tables:
+PostgreSQL refuses COPY FROM into a table with Row Level Security, and COPY cannot upsert.)
+Any bad row rejects the whole file: the transaction is rolled back and every error is reported
+with its spreadsheet row number (the header is row 1).
 
 Formats: ARCHITECTURE.md, "CSV formats".
 """
@@ -277,7 +279,7 @@ def header_errors(kind: str, header: list[str]) -> list[RowError]:
 
 
 def read_chunks(file: str | Path | IO[bytes], kind: str, *, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
-    """Yield the file's data rows as frames of stripped-of-nothing strings, indexed by spreadsheet row number.
+    """Yield the file's data rows as frames of raw strings, indexed by their spreadsheet row number.
 
     Raises CsvImportError for an unreadable file or a wrong header.
     """

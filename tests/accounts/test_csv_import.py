@@ -2,6 +2,7 @@
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -12,6 +13,9 @@ from csm.tenancy import tenant
 from tests.factories import make_account, make_member, make_org
 
 pytestmark = pytest.mark.django_db
+
+SAMPLES = Path(__file__).resolve().parent.parent / "data" / "csv"
+ROWS_IN_SAMPLE = {"contacts": 2, "tasks": 3, "activities": 2, "usage": 3, "tickets": 2, "invoices": 2}
 
 ACCOUNTS_HEADER = (
     "external_id,name,domain,tier,arr,currency,plan,seat_limit,stage,csm_email,am_email,"
@@ -202,6 +206,21 @@ def test_invoices_import(org, write):
     assert second.paid_at == datetime(2026, 2, 10, 11, 0, tzinfo=UTC)
 
 
+@pytest.mark.parametrize("kind", list(ROWS_IN_SAMPLE))
+def test_every_kind_imports_its_sample_file_and_reimporting_it_changes_nothing(org, kind):
+    make_member(org, role="csm", email="csm@vendor.example")
+    make_member(org, role="am", email="am@vendor.example")
+    accounts = csv_import(org=org, kind="accounts", file=SAMPLES / "accounts.csv")
+    assert (accounts.created, accounts.updated, accounts.unchanged) == (3, 0, 0)
+
+    first = csv_import(org=org, kind=kind, file=SAMPLES / f"{kind}.csv")
+    again = csv_import(org=org, kind=kind, file=SAMPLES / f"{kind}.csv")
+
+    rows = ROWS_IN_SAMPLE[kind]
+    assert (first.created, first.updated, first.unchanged) == (rows, 0, 0)
+    assert (again.created, again.updated, again.unchanged) == (0, 0, rows)
+
+
 # --- file format --------------------------------------------------------------------------------
 
 
@@ -371,6 +390,28 @@ def test_bad_numbers_and_non_member_owners_are_rejected(org, write):
     ]
     assert count(org, Account) == 0
     assert count(org, ArrChange) == 0
+
+
+def test_bad_satisfaction_scores_and_currencies_are_rejected(org, write):
+    make_account(org, external_id="A-1")
+    tickets = write(
+        "external_id,account_external_id,opened_at,status,priority,solved_at,csat,subject\n"
+        "TK-1,A-1,2026-01-05,solved,,,great,\n",
+        name="tickets.csv",
+    )
+    invoices = write(
+        "external_id,account_external_id,issued_at,amount,currency,status,due_date,paid_at\n"
+        "INV-1,A-1,2026-01-01,100,dollars,paid,,\n",
+        name="invoices.csv",
+    )
+
+    assert rejected(org, "tickets", tickets) == [
+        'row 2, column csat: "great" is not a satisfaction score (expected a number, good or bad)'
+    ]
+    assert rejected(org, "invoices", invoices) == [
+        'row 2, column currency: "dollars" is not a currency code (expected 3 letters, e.g. USD)'
+    ]
+    assert count(org, Ticket) == 0 and count(org, Invoice) == 0
 
 
 def test_usage_rejects_a_repeated_account_and_date(org, write):
