@@ -127,12 +127,15 @@ class Frames:
     invoices: pd.DataFrame
     tasks: pd.DataFrame
     contacts: pd.DataFrame
+    # Per account: usage sums over the window ending on D and the latest usage day (see
+    # summarize_usage). The database reader computes it in SQL instead of shipping every row.
+    usage_summary: pd.DataFrame | None = None
     localized: bool = field(default=False, repr=False)
 
     @classmethod
-    def build(cls, **sources) -> Frames:
+    def build(cls, *, usage_summary: pd.DataFrame | None = None, **sources) -> Frames:
         """Frames from lists of dicts or DataFrames; missing sources are empty, missing columns null."""
-        built = {}
+        built = {"usage_summary": usage_summary}
         for name, schema in SCHEMA.items():
             source = sources.pop(name, None)
             if source is None:
@@ -143,6 +146,29 @@ class Frames:
         if sources:
             raise TypeError(f"unknown sources: {', '.join(sources)}")
         return cls(**built)
+
+
+USAGE_WINDOW_DAYS = 14
+USAGE_SUMMARY_COLUMNS = ["account_id", "window_active_users", "window_events", "last_date", "last_seats_used"]
+
+
+def summarize_usage(usage: pd.DataFrame, *, day: date) -> pd.DataFrame:
+    """Per account with usage up to D: active users and events summed over the USAGE_WINDOW_DAYS
+    days ending on D, and the latest usage day on or before D with its seats used."""
+    d = pd.Timestamp(day)
+    usage = usage[usage["date"] <= d]
+    latest = usage.sort_values(["account_id", "date"]).groupby("account_id").tail(1).set_index("account_id")
+    window = usage[usage["date"] > d - pd.Timedelta(days=USAGE_WINDOW_DAYS)]
+    sums = window.groupby("account_id")[["active_users", "events"]].sum()
+    summary = pd.DataFrame(
+        {
+            "window_active_users": sums["active_users"].reindex(latest.index, fill_value=0),
+            "window_events": sums["events"].reindex(latest.index, fill_value=0),
+            "last_date": latest["date"],
+            "last_seats_used": latest["seats_used"],
+        }
+    )
+    return summary.rename_axis("account_id").reset_index()[USAGE_SUMMARY_COLUMNS]
 
 
 def _local_day(values: pd.Series, tz: ZoneInfo) -> pd.Series:
@@ -168,6 +194,7 @@ def localize(frames: Frames, *, tz: ZoneInfo | str, day: date) -> Frames:
     accounts["is_churned"] = (accounts["stage"] == "churned") & ~churned_later
 
     usage = frames.usage[frames.usage["date"] <= d]
+    usage_summary = summarize_usage(usage, day=day) if frames.usage_summary is None else frames.usage_summary
 
     activities = frames.activities.copy()
     activities["occurred_on"] = _local_day(activities["occurred_at"], tz)
@@ -216,6 +243,7 @@ def localize(frames: Frames, *, tz: ZoneInfo | str, day: date) -> Frames:
         invoices=invoices,
         tasks=tasks,
         contacts=contacts,
+        usage_summary=usage_summary,
         localized=True,
     )
 
@@ -243,7 +271,6 @@ class HealthConfig:
 
 # Windows and scales of the components. Each is chosen so the component saturates for a
 # healthy account and moves in one direction only with its input.
-USAGE_WINDOW_DAYS = 14
 USAGE_UNLIMITED_SCALE = 5.0  # active users at which an account without a seat limit is half adopted
 USAGE_EVENTS_SCALE = 100.0  # daily events at which depth is half way
 ENGAGEMENT_WINDOW_DAYS = 30
@@ -290,12 +317,10 @@ def score_components(frames: Frames, *, day: date, config: HealthConfig) -> tupl
 
     # usage / adoption: average active users over a fixed window (missing days count as zero, so
     # a day of usage more can only raise it) against the seat limit, plus depth from events.
-    usage = frames.usage
-    dates["usage"] = _latest(usage["date"], usage["account_id"], ids)
-    window = usage[usage["date"] > d - pd.Timedelta(days=USAGE_WINDOW_DAYS)]
-    sums = window.groupby("account_id")[["active_users", "events"]].sum().reindex(ids, fill_value=0)
-    active = sums["active_users"] / USAGE_WINDOW_DAYS
-    events = sums["events"] / USAGE_WINDOW_DAYS
+    usage = frames.usage_summary.set_index("account_id")
+    dates["usage"] = usage["last_date"].reindex(ids)
+    active = usage["window_active_users"].reindex(ids, fill_value=0) / USAGE_WINDOW_DAYS
+    events = usage["window_events"].reindex(ids, fill_value=0) / USAGE_WINDOW_DAYS
     limit = accounts["seat_limit"].where(accounts["seat_limit"] > 0)
     adoption = (active / limit).clip(upper=1.0).fillna(active / (active + USAGE_UNLIMITED_SCALE))
     depth = events / (events + USAGE_EVENTS_SCALE)

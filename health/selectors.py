@@ -1,9 +1,10 @@
 """Reads for health: the organization's source frames for a day, scores, and the current model.
 
-`org_frames` reads each source with one query into pandas. High-volume sources (usage,
-activities, tickets, invoices) are read as a recent window plus each account's latest row before
-it (a LATERAL probe per account on the (org, account, date) index): every formula and rule only
-looks at those windows or at "the latest row", so the result is the same as reading everything.
+`org_frames` reads each source with one query into pandas. Usage, the largest source, is summed
+in SQL to one row per account (health.scoring.summarize_usage says what). Activities, tickets and
+invoices are read as a recent window plus each account's latest row before it (a LATERAL probe
+per account on the (org, account, date) index): every formula and rule only looks at those
+windows or at "the latest row", so the result is the same as reading everything.
 """
 
 from datetime import date, datetime, time, timedelta
@@ -12,14 +13,13 @@ import pandas as pd
 
 from health.bulk import read_frame
 from health.models import HealthModel, HealthScore
-from health.scoring import Frames
+from health.scoring import USAGE_WINDOW_DAYS, Frames
 
 # How far back each source is read in full; older rows only as each account's latest one.
 # The support spike's baseline reaches D-35; engagement looks at 30 days, usage at 14.
 ACTIVITY_WINDOW_DAYS = 31
 TICKET_WINDOW_DAYS = 36
 INVOICE_WINDOW_DAYS = 36
-USAGE_WINDOW_DAYS = 15
 
 EPOCH_DAYS = "({col} - DATE '1970-01-01')"
 EPOCH_US = "(extract(epoch FROM {col}) * 1000000)::bigint"
@@ -81,12 +81,30 @@ ACCOUNT_COLUMNS = [
     ("churned_on", "day"),
     ("created_at", "ts"),
 ]
-USAGE_COLUMNS = [
+# health.scoring.summarize_usage, in SQL: the same sums over the same window, the same latest day.
+USAGE_SUMMARY_SQL = """
+    SELECT a.id AS account_id, COALESCE(w.active_users, 0) AS window_active_users,
+           COALESCE(w.events, 0) AS window_events, l.date - DATE '1970-01-01' AS last_date,
+           l.seats_used AS last_seats_used
+    FROM accounts_account a
+    JOIN LATERAL (
+        SELECT t.date, t.seats_used FROM accounts_usageday t
+        WHERE t.org_id = a.org_id AND t.account_id = a.id AND t.date <= %(day)s
+        ORDER BY t.date DESC LIMIT 1
+    ) l ON true
+    LEFT JOIN (
+        SELECT account_id, sum(active_users) AS active_users, sum(events) AS events FROM accounts_usageday
+        WHERE org_id = %(org)s AND date > %(usage_from)s AND date <= %(day)s
+        GROUP BY account_id
+    ) w ON w.account_id = a.id
+    WHERE a.org_id = %(org)s
+"""
+USAGE_SUMMARY_READ = [
     ("account_id", "int"),
-    ("date", "day"),
-    ("active_users", "int"),
-    ("seats_used", "int"),
-    ("events", "int"),
+    ("window_active_users", "int"),
+    ("window_events", "int"),
+    ("last_date", "day"),
+    ("last_seats_used", "int"),
 ]
 ACTIVITY_COLUMNS = [
     ("account_id", "int"),
@@ -152,7 +170,7 @@ def org_frames(*, org, day: date, stale_after_days: int = 0) -> Frames:
         "org": org.pk,
         "day": day,
         "end": datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz),
-        "usage_from": day - timedelta(days=max(USAGE_WINDOW_DAYS, reach)),
+        "usage_from": day - timedelta(days=USAGE_WINDOW_DAYS),
         "activity_from": local_midnight(ACTIVITY_WINDOW_DAYS),
         "ticket_from": local_midnight(TICKET_WINDOW_DAYS),
         "invoice_from": day - timedelta(days=max(INVOICE_WINDOW_DAYS, reach)),
@@ -164,17 +182,8 @@ def org_frames(*, org, day: date, stale_after_days: int = 0) -> Frames:
         params,
         ACCOUNT_COLUMNS,
     ).rename(columns={"id": "account_id"})
-    usage = read_frame(
-        _window_and_latest(
-            "accounts_usageday",
-            USAGE_COLUMNS,
-            time_column="date",
-            window_filter="t.date > %(usage_from)s AND t.date <= %(day)s",
-            before_window="<= %(usage_from)s",
-        ),
-        params,
-        with_id + USAGE_COLUMNS,
-    )
+    # Usage is the largest source (a row per account and day): summed in SQL, one row per account.
+    usage_summary = read_frame(USAGE_SUMMARY_SQL, params, USAGE_SUMMARY_READ)
     activities = read_frame(
         _window_and_latest(
             "accounts_activity",
@@ -236,7 +245,7 @@ def org_frames(*, org, day: date, stale_after_days: int = 0) -> Frames:
     # A row can come both from a window and as a latest row: keep it once.
     return Frames.build(
         accounts=accounts,
-        usage=usage.drop_duplicates("id").drop(columns="id"),
+        usage_summary=usage_summary,
         activities=activities.drop_duplicates("id").drop(columns="id"),
         tickets=tickets.drop_duplicates("id").drop(columns="id"),
         invoices=invoices.drop_duplicates("id").drop(columns="id"),

@@ -358,8 +358,8 @@ def renewal_soon(frames: Frames, *, day: date, thresholds: Thresholds) -> pd.Dat
 def plan_limit(frames: Frames, *, day: date, thresholds: Thresholds) -> pd.DataFrame:
     """Seats used on the latest usage day on or before D are at least N% of the seat limit."""
     d = _day(day)
-    usage = frames.usage.sort_values(["account_id", "date"]).groupby("account_id").tail(1)
-    rows = usage.merge(frames.accounts[["account_id", "seat_limit"]], on="account_id")
+    latest = frames.usage_summary.rename(columns={"last_date": "date", "last_seats_used": "seats_used"})
+    rows = latest.merge(frames.accounts[["account_id", "seat_limit"]], on="account_id")
     rows = rows[rows["seat_limit"] > 0]
     # Integer arithmetic: exactly 80% fires, 79.99% does not.
     rows = rows[rows["seats_used"] * 100 >= thresholds.plan_limit_percent * rows["seat_limit"]]
