@@ -17,6 +17,7 @@ client), and removes the scratch organization, table and server afterwards.
 
 import argparse
 import json
+import logging
 import os
 import random
 import resource
@@ -182,7 +183,8 @@ def start_server(port: int, workers: int) -> subprocess.Popen:
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
-            httpx.get(f"http://127.0.0.1:{port}/login/", timeout=2)
+            # Any answer will do (an unsigned call is refused): the server is up.
+            httpx.post(f"http://127.0.0.1:{port}/intake/-/v1/batch", timeout=2)
             return server
         except httpx.TransportError:
             time.sleep(0.3)
@@ -269,6 +271,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2, help="concurrent senders")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     args = parser.parse_args()
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     slug = f"bench-intake-{int(time.time())}"
     org = org_create(slug=slug, name="Intake benchmark (scratch)", timezone_name="America/New_York")
