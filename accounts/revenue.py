@@ -96,7 +96,8 @@ def revenue_am_filter(*, membership: Membership, am_id: int | None) -> int | Non
 
 
 # The trend compares the latest day's score with the score 30 days before it, or, where that day
-# has none (a missed run, a new account), the first score after it. The fallback is a scalar
+# has none (a missed run, a new account), the first score after it; none before the latest day
+# means no trend yet. The fallback is a scalar
 # subquery inside CASE so PostgreSQL only runs it for the rows that need it.
 SCORE_JOINS = """
     LEFT JOIN health_healthscore h ON h.org_id = a.org_id AND h.account_id = a.id AND h.date = %(day)s
@@ -105,7 +106,7 @@ SCORE_JOINS = """
 SCORE_BEFORE = """
     CASE WHEN b.score IS NOT NULL THEN b.score ELSE (
         SELECT p.score FROM health_healthscore p
-        WHERE p.org_id = a.org_id AND p.account_id = a.id AND p.date > %(since)s AND p.date <= %(day)s
+        WHERE p.org_id = a.org_id AND p.account_id = a.id AND p.date > %(since)s AND p.date < %(day)s
         ORDER BY p.date LIMIT 1
     ) END::float8
 """

@@ -11,13 +11,30 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+from django.db import connection
 
 from health.models import COMPONENTS, DEFAULT_GATES
 from health.portfolio import latest_scored_day
 from health.scoring import band_for
-from health.selectors import health_model_current, scores_frame
+from health.selectors import health_model_current
 
 BANDS = ("green", "yellow", "red")
+
+# Each component as its own column, unpacked by PostgreSQL: no JSON parsing row by row in Python.
+STORED_SCORES_SQL = """
+    SELECT account_id, band, gate, {components}
+    FROM health_healthscore WHERE org_id = %(org)s AND date = %(day)s
+""".format(components=", ".join(f"(components ->> '{name}')::float8 AS {name}" for name in COMPONENTS))
+
+
+def stored_scores(*, org, day: date) -> pd.DataFrame:
+    """One day's stored scores: account_id, band, gate and one column per component (NaN if absent)."""
+    with connection.cursor() as cursor:
+        cursor.execute(STORED_SCORES_SQL, {"org": org.pk, "day": day})
+        rows = cursor.fetchall()
+    frame = pd.DataFrame.from_records(rows, columns=["account_id", "band", "gate", *COMPONENTS])
+    frame[list(COMPONENTS)] = frame[list(COMPONENTS)].astype(float)
+    return frame
 
 
 @dataclass
@@ -42,13 +59,12 @@ class Preview:
 
 
 def rescore(scores: pd.DataFrame, *, weights: dict, bands: dict, cap: float) -> pd.DataFrame:
-    """Stored scores (account_id, band, gate, components) with the score and band new weights give.
+    """Stored scores (stored_scores) with the score and band the new weights and bands give.
 
     `new_band` keeps the current band where no weighted component is present (`rescored` False):
     the formula would not score such an account at all, and the preview should not invent a move.
     """
-    values = pd.DataFrame.from_records(list(scores["components"]), columns=list(COMPONENTS), index=scores.index)
-    values = values.apply(pd.to_numeric, errors="coerce")
+    values = scores[list(COMPONENTS)]
     weight = pd.Series({name: float(weights.get(name, 0) or 0) for name in COMPONENTS})
     counted = values.notna() & (weight > 0).to_numpy()
     weight_sum = counted.mul(weight, axis=1).sum(axis=1)
@@ -78,7 +94,7 @@ def health_model_preview(*, org, weights: dict, bands: dict) -> Preview:
         return Preview(day=None)
     model = health_model_current(org=org)
     cap = float(((model.gates if model else None) or {}).get("red_cap", DEFAULT_GATES["red_cap"]))
-    scores = scores_frame(org=org, day=day)
+    scores = stored_scores(org=org, day=day)
     if scores.empty:
         return Preview(day=day)
     result = rescore(scores, weights=weights, bands=bands, cap=cap)
