@@ -78,7 +78,8 @@ def test_the_page_shows_the_current_version_and_who_made_it(client):
     html = client.get(url(org)).content.decode()
     assert "version 2" in html and "boss@vendor.example" in html
     assert 'name="weight_usage" value="50"' in html
-    assert reverse("health-settings", args=[org.slug]) in client.get(reverse("settings", args=[org.slug])).content.decode()
+    settings_page = client.get(reverse("settings", args=[org.slug])).content.decode()
+    assert reverse("health-settings", args=[org.slug]) in settings_page
 
 
 def test_preview_counts_the_accounts_that_would_change_band(client):
@@ -130,7 +131,7 @@ def test_saving_makes_a_new_version_and_saves_the_thresholds(client):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({name: "0" for name in CURRENT if name.startswith("weight_")}, "At least one component needs a weight above 0."),
+        ({name: "0" for name in CURRENT if name.startswith("weight_")}, "needs a weight above 0."),
         ({"weight_usage": "-5"}, "greater than or equal to 0"),
         ({"green_min": "40", "yellow_min": "40"}, "Green must start above yellow (40)."),
         ({"green_min": "120"}, "less than or equal to 100"),
@@ -149,7 +150,7 @@ def test_invalid_settings_are_refused_with_a_message(client, change, message):
 
 def test_preview_and_save_touch_only_this_organization(client):
     org, other = scored_org(), scored_org()
-    for n in range(3):  # more accounts elsewhere that would move
+    for _ in range(3):  # more accounts elsewhere that would move
         make_score(other, make_account(other), day=DAY, score=71, components={"usage": 10, "engagement": 100})
     client.force_login(make_member(org, role="admin"))
     response = client.post(url(org), {**CURRENT, "weight_usage": "0", "preview": "1"}, HTTP_HX_REQUEST="true")
