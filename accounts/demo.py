@@ -584,7 +584,8 @@ def tasks_frame(*, plan: pd.DataFrame, today: int, rng: np.random.Generator, tz:
     changed_seconds = changed_seconds + np.where(changed_day == today, 0, _working_seconds(rng, total))
     created_at = _local_timestamps(created, _working_seconds(rng, total), tz)
     changed_at = _local_timestamps(changed_day, changed_seconds, tz)
-    changed_at = changed_at.where(status != "todo", created_at)  # never moved since it was created
+    # A step never changes before it exists; a todo step has not moved since it was created.
+    changed_at = changed_at.where((status != "todo") & (changed_at >= created_at), created_at)
     verified = done & (rng.random(total) < np.where(side == "client", 0.9, 0.6))
     return pd.DataFrame(
         {

@@ -5,7 +5,7 @@ from datetime import date, timedelta
 import pytest
 from django.contrib.auth import authenticate
 from django.core.management import CommandError, call_command
-from django.db.models import Count, Max, Min, Q, Sum
+from django.db.models import Count, F, Max, Min, Q, Sum
 
 from accounts.models import Account, Activity, ArrChange, Contact, Invoice, Membership, Organization, Task, UsageDay
 from csm.tenancy import tenant
@@ -96,6 +96,21 @@ def test_the_story_has_blocked_tasks_silent_accounts_overdue_client_tasks_and_fa
     assert len(champions_per_account) == 60 and {n for _, n in champions_per_account} == {1}
     assert client_actor_names <= contact_names
     assert len(changes_per_account) == 60 and max(row["n"] for row in changes_per_account) > 1
+
+
+def test_histories_are_consistent_with_the_accounts_today():
+    org = generate("acme")
+    with tenant(org):
+        accounts = {a.pk: a for a in Account.objects.filter(org=org)}
+        latest_arr = {}
+        for account_id, arr in (
+            ArrChange.objects.filter(org=org).order_by("effective_date").values_list("account_id", "arr")
+        ):
+            latest_arr[account_id] = arr
+        tasks_changed_before_created = Task.objects.filter(org=org, status_changed_at__lt=F("created_at")).count()
+        done_without_completion = Task.objects.filter(org=org, status="done", completed_at=None).count()
+    assert {pk: (0 if a.stage == "churned" else a.arr) for pk, a in accounts.items()} == latest_arr
+    assert tasks_changed_before_created == 0 and done_without_completion == 0
 
 
 def test_same_seed_and_day_give_the_same_data_in_another_org():
