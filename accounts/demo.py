@@ -180,7 +180,7 @@ TICKET_SUBJECTS = np.array(
 
 EPOCH = date(1970, 1, 1)
 SECONDS_PER_DAY = 86_400
-COPY_CHUNK_ROWS = 250_000
+COPY_CHUNK_ROWS = 100_000
 
 Progress = Callable[[str, int], object]  # (label, total rows) -> something with update(n) and close()
 
@@ -939,37 +939,34 @@ def _copy_frame(*, db, model, frame: pd.DataFrame, org: Organization, progress: 
     # the others as CSV.
     binary = all(pg_type in BINARY_COPY_TYPES for pg_type in types) and not frame.isna().any().any()
     # PostgreSQL refuses COPY FROM into a table under row-level security, so rows are copied
-    # into a temporary table (private to this session, no policy) and moved with one
+    # into a temporary table (private to this session, no policy) and moved with
     # INSERT … SELECT, which the tenant policy checks like any insert.
     table = sql.Identifier(model._meta.db_table)
     staging = sql.Identifier(f"demo_staging_{model._meta.db_table}")
     column_list = sql.SQL(", ").join(map(sql.Identifier, columns))
     copy_format = sql.SQL("FORMAT binary" if binary else "FORMAT csv, NULL '\\N'")
+    copy_statement = sql.SQL("COPY {} ({}) FROM STDIN WITH ({})").format(staging, column_list, copy_format)
     bar = progress(label, len(frame)) if progress else None
     with db.cursor() as cursor:
         cursor.execute(
             sql.SQL("CREATE TEMPORARY TABLE {} AS SELECT {} FROM {} WITH NO DATA").format(staging, column_list, table)
         )
-        with cursor.copy(
-            sql.SQL("COPY {} ({}) FROM STDIN WITH ({})").format(staging, column_list, copy_format)
-        ) as copy:
-            if binary:
-                copy.write(BINARY_COPY_HEADER)
-            for offset in range(0, len(frame), COPY_CHUNK_ROWS):
-                chunk = frame.iloc[offset : offset + COPY_CHUNK_ROWS]
+        # Chunk by chunk, so the staging table stays small and progress follows the real inserts.
+        for offset in range(0, len(frame), COPY_CHUNK_ROWS):
+            chunk = frame.iloc[offset : offset + COPY_CHUNK_ROWS]
+            with cursor.copy(copy_statement) as copy:
                 if binary:
-                    copy.write(_binary_rows(chunk, types))
+                    copy.write(BINARY_COPY_HEADER + _binary_rows(chunk, types) + BINARY_COPY_TRAILER)
                 else:
                     buffer = io.StringIO()
                     _as_copy_text(chunk).to_csv(buffer, header=False, index=False, na_rep="\\N", float_format="%.2f")
                     copy.write(buffer.getvalue())
-                if bar is not None:
-                    bar.update(len(chunk))
-            if binary:
-                copy.write(BINARY_COPY_TRAILER)
-        cursor.execute(
-            sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(table, column_list, column_list, staging)
-        )
+            cursor.execute(
+                sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(table, column_list, column_list, staging)
+            )
+            cursor.execute(sql.SQL("TRUNCATE {}").format(staging))
+            if bar is not None:
+                bar.update(len(chunk))
         cursor.execute(sql.SQL("DROP TABLE {}").format(staging))
     if bar is not None:
         bar.close()
