@@ -52,11 +52,18 @@ TIER_SHARES = {"enterprise": 0.10, "mid_market": 0.35, "smb": 0.55}
 SILENT_SHARE = 0.10
 
 # ARR is log-normal per tier around these medians; seats follow from ARR at a price per seat.
-TIER_ARR = {"enterprise": (180_000, 0.5, 80_000, 1_500_000), "mid_market": (40_000, 0.45, 12_000, 150_000)}
-TIER_ARR["smb"] = (7_000, 0.5, 1_200, 20_000)
+# (median, log-sigma, floor, ceiling)
+TIER_ARR = {
+    "enterprise": (180_000, 0.5, 80_000, 1_500_000),
+    "mid_market": (40_000, 0.45, 12_000, 150_000),
+    "smb": (7_000, 0.5, 1_200, 20_000),
+}
 TIER_SEAT_PRICE = {"enterprise": 300, "mid_market": 330, "smb": 450}
-TIER_PLANS = {"enterprise": ("Enterprise", "Enterprise Plus"), "mid_market": ("Business", "Growth")}
-TIER_PLANS["smb"] = ("Starter", "Team")
+TIER_PLANS = {
+    "enterprise": ("Enterprise", "Enterprise Plus"),
+    "mid_market": ("Business", "Growth"),
+    "smb": ("Starter", "Team"),
+}
 TIER_CONTACTS = {"enterprise": (4, 6), "mid_market": (3, 5), "smb": (2, 4)}
 # Expected activities and tickets per day: bigger customers talk more and file more tickets.
 TIER_ACTIVITY_RATE = {"enterprise": 0.55, "mid_market": 0.30, "smb": 0.14}
