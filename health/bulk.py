@@ -43,7 +43,10 @@ def read_frame(sql: str, params: dict, columns: list[tuple[str, str]]) -> pd.Dat
         false_values=["f"],
     )
     for name, kind in columns:
-        if kind == "ts":
+        if kind == "str":
+            # CSV cannot tell NULL from '' apart once parsed; text is never null in our frames.
+            frame[name] = frame[name].fillna("")
+        elif kind == "ts":
             frame[name] = pd.to_datetime(frame[name], unit="us", utc=True)
         elif kind == "day":
             frame[name] = pd.to_datetime(frame[name], unit="D")

@@ -130,12 +130,17 @@ class Frames:
     # Per account: usage sums over the window ending on D and the latest usage day (see
     # summarize_usage). The database reader computes it in SQL instead of shipping every row.
     usage_summary: pd.DataFrame | None = None
+    # Per account: client touches of the engagement window and the latest activities (see
+    # summarize_activities); also computed in SQL by the database reader.
+    activity_summary: pd.DataFrame | None = None
     localized: bool = field(default=False, repr=False)
 
     @classmethod
-    def build(cls, *, usage_summary: pd.DataFrame | None = None, **sources) -> Frames:
+    def build(
+        cls, *, usage_summary: pd.DataFrame | None = None, activity_summary: pd.DataFrame | None = None, **sources
+    ) -> Frames:
         """Frames from lists of dicts or DataFrames; missing sources are empty, missing columns null."""
-        built = {"usage_summary": usage_summary}
+        built = {"usage_summary": usage_summary, "activity_summary": activity_summary}
         for name, schema in SCHEMA.items():
             source = sources.pop(name, None)
             if source is None:
@@ -171,6 +176,45 @@ def summarize_usage(usage: pd.DataFrame, *, day: date) -> pd.DataFrame:
     return summary.rename_axis("account_id").reset_index()[USAGE_SUMMARY_COLUMNS]
 
 
+ENGAGEMENT_WINDOW_DAYS = 30
+ACTIVITY_SUMMARY_COLUMNS = [
+    "account_id",
+    "client_touches",
+    "last_any_at",
+    "last_client_at",
+    "last_client_ref",
+    "last_client_kind",
+    "last_client_actor",
+]
+
+
+def summarize_activities(activities: pd.DataFrame, *, tz: ZoneInfo | str, day: date) -> pd.DataFrame:
+    """Per account with activity up to D: client-side activities on the ENGAGEMENT_WINDOW_DAYS local
+    days ending on D, the newest activity of either side, and the latest client-side one."""
+    tz = ZoneInfo(tz) if isinstance(tz, str) else tz
+    d = pd.Timestamp(day)
+    on = _local_day(activities["occurred_at"], tz)
+    acts = activities[on <= d]
+    on = on[on <= d]
+    client = acts[acts["actor_side"] == "client"]
+    latest = (client.sort_values(["account_id", "occurred_at", "external_id"]).groupby("account_id").tail(1)).set_index(
+        "account_id"
+    )
+    in_window = on[client.index] > d - pd.Timedelta(days=ENGAGEMENT_WINDOW_DAYS)
+    last_any = acts.groupby("account_id")["occurred_at"].max()
+    summary = pd.DataFrame(
+        {
+            "client_touches": client[in_window].groupby("account_id").size().reindex(last_any.index, fill_value=0),
+            "last_any_at": last_any,
+            "last_client_at": latest["occurred_at"].reindex(last_any.index),
+            "last_client_ref": latest["external_id"].reindex(last_any.index, fill_value=""),
+            "last_client_kind": latest["kind"].reindex(last_any.index, fill_value=""),
+            "last_client_actor": latest["actor_name"].reindex(last_any.index, fill_value=""),
+        }
+    )
+    return summary.rename_axis("account_id").reset_index()[ACTIVITY_SUMMARY_COLUMNS]
+
+
 def _local_day(values: pd.Series, tz: ZoneInfo) -> pd.Series:
     """The calendar date, in the organization's time zone, of each UTC timestamp (NaT stays NaT)."""
     return values.dt.tz_convert(tz).dt.tz_localize(None).dt.normalize()
@@ -199,6 +243,13 @@ def localize(frames: Frames, *, tz: ZoneInfo | str, day: date) -> Frames:
     activities = frames.activities.copy()
     activities["occurred_on"] = _local_day(activities["occurred_at"], tz)
     activities = activities[activities["occurred_on"] <= d]
+    activity_summary = frames.activity_summary
+    if activity_summary is None:
+        activity_summary = summarize_activities(frames.activities, tz=tz, day=day)
+    activity_summary = activity_summary.assign(
+        last_any_on=_local_day(activity_summary["last_any_at"], tz),
+        last_client_on=_local_day(activity_summary["last_client_at"], tz),
+    )
 
     tickets = frames.tickets.copy()
     tickets["opened_on"] = _local_day(tickets["opened_at"], tz)
@@ -244,6 +295,7 @@ def localize(frames: Frames, *, tz: ZoneInfo | str, day: date) -> Frames:
         tasks=tasks,
         contacts=contacts,
         usage_summary=usage_summary,
+        activity_summary=activity_summary,
         localized=True,
     )
 
@@ -273,7 +325,6 @@ class HealthConfig:
 # healthy account and moves in one direction only with its input.
 USAGE_UNLIMITED_SCALE = 5.0  # active users at which an account without a seat limit is half adopted
 USAGE_EVENTS_SCALE = 100.0  # daily events at which depth is half way
-ENGAGEMENT_WINDOW_DAYS = 30
 ENGAGEMENT_FULL_TOUCHES = 8  # client touches in 30 days for full volume
 TICKET_PENALTY = {"urgent": 30.0, "high": 15.0, "normal": 5.0, "low": 2.0}
 TASK_BLOCKED_PENALTY = 10.0
@@ -328,22 +379,19 @@ def score_components(frames: Frames, *, day: date, config: HealthConfig) -> tupl
 
     # engagement: client touches (client-side activities, client-owned tasks completed), by
     # recency and volume; the data behind it is every activity, whichever side acted.
-    activities, tasks = frames.activities, frames.tasks
-    client_acts = activities.loc[activities["actor_side"] == "client", ["account_id", "occurred_on"]]
-    client_done = tasks.loc[
-        (tasks["owner_side"] == "client") & tasks["completed_on"].notna(), ["account_id", "completed_on"]
-    ].rename(columns={"completed_on": "occurred_on"})
-    touches = pd.concat([client_acts, client_done], ignore_index=True)
-    last_touch = _latest(touches["occurred_on"], touches["account_id"], ids)
-    recent = touches[touches["occurred_on"] > d - pd.Timedelta(days=ENGAGEMENT_WINDOW_DAYS)]
-    touch_count = recent.groupby("account_id").size().reindex(ids, fill_value=0)
+    tasks = frames.tasks
+    activity = frames.activity_summary.set_index("account_id")
+    client_done = tasks.loc[(tasks["owner_side"] == "client") & tasks["completed_on"].notna()]
+    done_recently = client_done["completed_on"] > d - pd.Timedelta(days=ENGAGEMENT_WINDOW_DAYS)
+    touch_count = activity["client_touches"].reindex(ids, fill_value=0) + done_recently.groupby(
+        client_done["account_id"]
+    ).sum().reindex(ids, fill_value=0)
+    last_done = _latest(client_done["completed_on"], client_done["account_id"], ids)
+    last_touch = _newest(activity["last_client_on"].reindex(ids), last_done)
     recency = (1 - (d - last_touch).dt.days / ENGAGEMENT_WINDOW_DAYS).clip(lower=0, upper=1).fillna(0)
     volume = (touch_count / ENGAGEMENT_FULL_TOUCHES).clip(upper=1)
     values["engagement"] = 100.0 * (0.6 * recency + 0.4 * volume)
-    dates["engagement"] = _newest(
-        _latest(activities["occurred_on"], activities["account_id"], ids),
-        _latest(client_done["occurred_on"], client_done["account_id"], ids),
-    )
+    dates["engagement"] = _newest(activity["last_any_on"].reindex(ids), last_done)
 
     # support: penalties for tickets open on D, by priority. An open ticket is a fact about D
     # itself, so it keeps the component current.

@@ -1,10 +1,11 @@
 """Reads for health: the organization's source frames for a day, scores, and the current model.
 
-`org_frames` reads each source with one query into pandas. Usage, the largest source, is summed
-in SQL to one row per account (health.scoring.summarize_usage says what). Activities, tickets and
-invoices are read as a recent window plus each account's latest row before it (a LATERAL probe
-per account on the (org, account, date) index): every formula and rule only looks at those
-windows or at "the latest row", so the result is the same as reading everything.
+`org_frames` reads each source with one query into pandas. Usage and activities, the largest
+sources, are summed in SQL to one row per account (health.scoring.summarize_usage and
+summarize_activities say what, and tests hold the two versions equal). Tickets and invoices are
+read as a recent window plus each account's latest row before it (a LATERAL probe per account on
+the (org, account, date) index): every formula and rule only looks at those windows or at "the
+latest row", so the result is the same as reading everything.
 """
 
 from datetime import date, datetime, time, timedelta
@@ -13,11 +14,10 @@ import pandas as pd
 
 from health.bulk import read_frame
 from health.models import HealthModel, HealthScore
-from health.scoring import USAGE_WINDOW_DAYS, Frames
+from health.scoring import ENGAGEMENT_WINDOW_DAYS, USAGE_WINDOW_DAYS, Frames
 
 # How far back each source is read in full; older rows only as each account's latest one.
-# The support spike's baseline reaches D-35; engagement looks at 30 days, usage at 14.
-ACTIVITY_WINDOW_DAYS = 31
+# The support spike's baseline reaches D-35.
 TICKET_WINDOW_DAYS = 36
 INVOICE_WINDOW_DAYS = 36
 
@@ -99,20 +99,47 @@ USAGE_SUMMARY_SQL = """
     ) w ON w.account_id = a.id
     WHERE a.org_id = %(org)s
 """
+# health.scoring.summarize_activities, in SQL. Ties on the same instant go to the larger
+# external id, as the pandas version sorts them.
+ACTIVITY_SUMMARY_SQL = f"""
+    SELECT a.id AS account_id, COALESCE(w.client_touches, 0) AS client_touches,
+           {EPOCH_US.format(col="la.occurred_at")} AS last_any_at,
+           {EPOCH_US.format(col="lc.occurred_at")} AS last_client_at,
+           lc.external_id AS last_client_ref, lc.kind AS last_client_kind, lc.actor_name AS last_client_actor
+    FROM accounts_account a
+    JOIN LATERAL (
+        SELECT t.occurred_at FROM accounts_activity t
+        WHERE t.org_id = a.org_id AND t.account_id = a.id AND t.occurred_at < %(end)s
+        ORDER BY t.occurred_at DESC LIMIT 1
+    ) la ON true
+    LEFT JOIN LATERAL (
+        SELECT t.occurred_at, t.external_id, t.kind, t.actor_name FROM accounts_activity t
+        WHERE t.org_id = a.org_id AND t.account_id = a.id AND t.occurred_at < %(end)s AND t.actor_side = 'client'
+        ORDER BY t.occurred_at DESC, t.external_id DESC LIMIT 1
+    ) lc ON true
+    LEFT JOIN (
+        SELECT account_id, count(*) AS client_touches FROM accounts_activity
+        WHERE org_id = %(org)s AND actor_side = 'client'
+          AND occurred_at >= %(engagement_from)s AND occurred_at < %(end)s
+        GROUP BY account_id
+    ) w ON w.account_id = a.id
+    WHERE a.org_id = %(org)s
+"""
+ACTIVITY_SUMMARY_READ = [
+    ("account_id", "int"),
+    ("client_touches", "int"),
+    ("last_any_at", "ts"),
+    ("last_client_at", "ts"),
+    ("last_client_ref", "str"),
+    ("last_client_kind", "str"),
+    ("last_client_actor", "str"),
+]
 USAGE_SUMMARY_READ = [
     ("account_id", "int"),
     ("window_active_users", "int"),
     ("window_events", "int"),
     ("last_date", "day"),
     ("last_seats_used", "int"),
-]
-ACTIVITY_COLUMNS = [
-    ("account_id", "int"),
-    ("external_id", "str"),
-    ("occurred_at", "ts"),
-    ("kind", "str"),
-    ("actor_side", "str"),
-    ("actor_name", "str"),
 ]
 TICKET_COLUMNS = [
     ("account_id", "int"),
@@ -171,7 +198,8 @@ def org_frames(*, org, day: date, stale_after_days: int = 0) -> Frames:
         "day": day,
         "end": datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz),
         "usage_from": day - timedelta(days=USAGE_WINDOW_DAYS),
-        "activity_from": local_midnight(ACTIVITY_WINDOW_DAYS),
+        # The engagement window: the local days D-29..D.
+        "engagement_from": datetime.combine(day - timedelta(days=ENGAGEMENT_WINDOW_DAYS - 1), time(0), tzinfo=tz),
         "ticket_from": local_midnight(TICKET_WINDOW_DAYS),
         "invoice_from": day - timedelta(days=max(INVOICE_WINDOW_DAYS, reach)),
     }
@@ -184,27 +212,7 @@ def org_frames(*, org, day: date, stale_after_days: int = 0) -> Frames:
     ).rename(columns={"id": "account_id"})
     # Usage is the largest source (a row per account and day): summed in SQL, one row per account.
     usage_summary = read_frame(USAGE_SUMMARY_SQL, params, USAGE_SUMMARY_READ)
-    activities = read_frame(
-        _window_and_latest(
-            "accounts_activity",
-            ACTIVITY_COLUMNS,
-            time_column="occurred_at",
-            window_filter="t.occurred_at >= %(activity_from)s AND t.occurred_at < %(end)s",
-            before_window="< %(activity_from)s",
-        )
-        # ...and each account's latest client activity, however old: the silent rule counts from it.
-        + " UNION ALL "
-        + _window_and_latest(
-            "accounts_activity",
-            ACTIVITY_COLUMNS,
-            time_column="occurred_at",
-            window_filter="false",
-            before_window="< %(activity_from)s",
-            latest_filter="AND t.actor_side = 'client'",
-        ),
-        params,
-        with_id + ACTIVITY_COLUMNS,
-    )
+    activity_summary = read_frame(ACTIVITY_SUMMARY_SQL, params, ACTIVITY_SUMMARY_READ)
     tickets = read_frame(
         _window_and_latest(
             "accounts_ticket",
@@ -246,7 +254,7 @@ def org_frames(*, org, day: date, stale_after_days: int = 0) -> Frames:
     return Frames.build(
         accounts=accounts,
         usage_summary=usage_summary,
-        activities=activities.drop_duplicates("id").drop(columns="id"),
+        activity_summary=activity_summary,
         tickets=tickets.drop_duplicates("id").drop(columns="id"),
         invoices=invoices.drop_duplicates("id").drop(columns="id"),
         tasks=tasks,

@@ -161,16 +161,16 @@ def blocked_task(frames: Frames, *, day: date, previous_run_day: date | None) ->
 
 def last_client_touch(frames: Frames) -> pd.DataFrame:
     """Each account's latest client activity: a client-side activity or a client-owned task completed."""
-    acts = frames.activities
-    acts = acts.loc[acts["actor_side"] == "client"]
+    acts = frames.activity_summary
+    acts = acts[acts["last_client_at"].notna()]
     acts = pd.DataFrame(
         {
             "account_id": acts["account_id"],
-            "at": acts["occurred_at"],
-            "on": acts["occurred_on"],
-            "what": acts["kind"].map(KIND_LABELS).fillna(acts["kind"]),
-            "who": acts["actor_name"],
-            "ref": "activity:" + acts["external_id"],
+            "at": acts["last_client_at"],
+            "on": acts["last_client_on"],
+            "what": acts["last_client_kind"].map(KIND_LABELS).fillna(acts["last_client_kind"]),
+            "who": acts["last_client_actor"].fillna(""),
+            "ref": "activity:" + acts["last_client_ref"],
         }
     )
     tasks = frames.tasks

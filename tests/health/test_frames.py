@@ -5,9 +5,9 @@ from datetime import date, timedelta
 import pandas as pd
 import pytest
 
-from accounts.models import UsageDay
+from accounts.models import Activity, UsageDay
 from csm.tenancy import tenant
-from health.scoring import summarize_usage
+from health.scoring import summarize_activities, summarize_usage
 from health.selectors import org_frames
 from tests.factories import local_dt, make_account, make_activity, make_org, make_usage
 
@@ -40,15 +40,38 @@ def test_the_usage_summary_read_in_sql_matches_the_pure_one():
     assert edges["last_date"] == pd.Timestamp(D)
 
 
-def test_activity_windows_follow_local_midnight_and_stop_at_the_end_of_d():
+def test_the_activity_summary_read_in_sql_matches_the_pure_one_at_local_midnight():
     org = make_org(timezone_name="America/Los_Angeles")
-    account = make_account(org)
-    make_activity(org, account, external_id="LAST-OF-D", occurred_at=local_dt(org, D, 23))
-    make_activity(org, account, external_id="FIRST-AFTER-D", occurred_at=local_dt(org, D + timedelta(days=1), 0))
-    make_activity(org, account, external_id="LONG-AGO", occurred_at=local_dt(org, D - timedelta(days=200)))
+    busy = make_account(org, name="Busy")
+    # D-29 at 00:30 local opens the 30-day window (08:30 UTC); D-30 at 23:30 local is outside it.
+    make_activity(org, busy, external_id="IN-1", occurred_at=local_dt(org, D - timedelta(days=29), 0))
+    make_activity(org, busy, external_id="OUT-1", occurred_at=local_dt(org, D - timedelta(days=30), 23))
+    make_activity(org, busy, external_id="LAST-OF-D", occurred_at=local_dt(org, D, 23), actor_name="Jane Doe")
+    make_activity(org, busy, external_id="AFTER-D", occurred_at=local_dt(org, D + timedelta(days=1), 0))
+    make_activity(org, busy, external_id="VENDOR", occurred_at=local_dt(org, D, 23), actor_side="vendor")
+    quiet = make_account(org, name="Quiet")
+    make_activity(org, quiet, external_id="LONG-AGO", occurred_at=local_dt(org, D - timedelta(days=200)))
+    make_activity(org, quiet, external_id="OURS", occurred_at=local_dt(org, D - timedelta(days=3)), actor_side="vendor")
+    make_account(org, name="Silent")
 
     with tenant(org):
-        activities = org_frames(org=org, day=D).activities
+        frames = org_frames(org=org, day=D)
+        rows = pd.DataFrame(
+            list(
+                Activity.objects.filter(org=org).values(
+                    "account_id", "external_id", "occurred_at", "kind", "actor_side", "actor_name"
+                )
+            )
+        )
+    rows["occurred_at"] = pd.to_datetime(rows["occurred_at"], utc=True)
+    expected = summarize_activities(rows, tz=org.tz, day=D).sort_values("account_id").reset_index(drop=True)
+    from_sql = frames.activity_summary.sort_values("account_id").reset_index(drop=True)
 
-    # The window, plus the latest activity before it (the silent rule counts from it).
-    assert set(activities["external_id"]) == {"LAST-OF-D", "LONG-AGO"}
+    pd.testing.assert_frame_equal(from_sql, expected, check_dtype=False)
+    summary = from_sql.set_index("account_id")
+    assert summary.loc[busy.pk, "client_touches"] == 2  # IN-1 and LAST-OF-D
+    assert (summary.loc[busy.pk, "last_client_ref"], summary.loc[busy.pk, "last_client_actor"]) == (
+        "LAST-OF-D",
+        "Jane Doe",
+    )
+    assert summary.loc[quiet.pk, "last_client_ref"] == "LONG-AGO"
