@@ -113,7 +113,9 @@ def _id(name: str = "external_id") -> Column:
 _ACCOUNT = Column("account_external_id", "account", required=True)
 
 # "Required": every id, the account reference, accounts' name, title, owner_side, status and the
-# first date column of each kind (ARCHITECTURE.md). Everything else may be empty.
+# first date column of each kind (ARCHITECTURE.md) where that date is the record's own moment
+# (usage day, activity, ticket, invoice). An account not yet scheduled to go live and a MAP task
+# without a due date are ordinary, so go_live_date and due_date may be empty.
 FORMATS: dict[str, tuple[Column, ...]] = {
     "accounts": (
         _id(),
@@ -127,7 +129,7 @@ FORMATS: dict[str, tuple[Column, ...]] = {
         Column("stage", "enum", choices=Stage, default=Stage.ONBOARDING.value),
         Column("csm_email", "member"),
         Column("am_email", "member"),
-        Column("go_live_date", "date", required=True),
+        Column("go_live_date", "date"),
         Column("renewal_date", "date"),
         Column("contract_start", "date"),
         Column("created_at", "timestamp"),
@@ -148,7 +150,7 @@ FORMATS: dict[str, tuple[Column, ...]] = {
         Column("title", "text", required=True, max_length=300),
         Column("owner_side", "enum", required=True, choices=Side),
         Column("status", "enum", required=True, choices=TaskStatus),
-        Column("due_date", "date", required=True),
+        Column("due_date", "date"),
         Column("created_at", "timestamp"),
         Column("status_changed_at", "timestamp"),
         Column("completed_at", "timestamp"),

@@ -1,8 +1,8 @@
 """Identity resolution: which account a provider's record belongs to.
 
-In order: the record seen before (SourceRecord), the account's external id, the domain, then the
-admin's explicit mapping. Records matching nothing are recorded as unmatched, never dropped.
-Each step is one query for the whole page.
+In order: the record seen before (SourceRecord), the admin's explicit mapping (an explicit choice
+beats any guess), the account's external id, then the domain. Records matching nothing are
+recorded as unmatched, never dropped. Each step is one query for the whole page.
 """
 
 from dataclasses import dataclass
@@ -67,9 +67,9 @@ def resolve_accounts(*, org, provider: str, object_type: str, candidates: list[C
         )
         for candidate in missing:
             account_id = (
-                by_external.get(candidate.external_id)
+                by_mapping.get(candidate.external_id)
+                or by_external.get(candidate.external_id)
                 or by_domain.get(normalize_domain(candidate.domain))
-                or by_mapping.get(candidate.external_id)
             )
             if account_id:
                 found[candidate.external_id] = account_id

@@ -3,7 +3,7 @@
 from django.core.exceptions import ValidationError
 
 from integrations import credentials
-from integrations.models import AccountMapping, Connection, ConnectionStatus, Provider, UnmatchedRecord
+from integrations.models import AccountMapping, Connection, ConnectionStatus, Provider, SourceRecord, UnmatchedRecord
 
 
 def connection_save(*, org, provider: str, secrets: dict, settings: dict | None = None) -> Connection:
@@ -47,4 +47,6 @@ def mapping_save(*, org, provider: str, external_id: str, account) -> AccountMap
         org=org, provider=provider, external_id=external_id, defaults={"account": account}
     )
     UnmatchedRecord.objects.filter(org=org, connection__provider=provider, external_id=external_id).delete()
+    # A record matched earlier by a guess (domain) follows the admin's choice from now on.
+    SourceRecord.objects.filter(org=org, provider=provider, external_id=external_id).update(account=account)
     return mapping

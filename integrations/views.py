@@ -139,7 +139,7 @@ class ConnectionActionView(OrgViewMixin, View):
     def _test(self, connection) -> tuple[str, bool]:
         try:
             connector = connector_for(connection)
-            client = connector.client(RequestBudget(limit=5))
+            client = connector.client(RequestBudget(limit=20))
             try:
                 return connector.test(client), True
             finally:

@@ -362,7 +362,6 @@ def test_every_bad_row_is_listed_and_nothing_is_written(org, write):
         'row 6, column external_id: "T-1" repeats row 2 (each external_id once per file)',
         "row 7, column external_id: missing value (required)",
         "row 7, column title: missing value (required)",
-        "row 7, column due_date: missing value (required)",
         'row 8, column created_at: "yesterday" is not a date or time '
         "(expected YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS], optionally with +HH:MM)",
         'row 8, column verified_by_client: "maybe" is not a yes/no value (expected true/false, yes/no or 1/0)',

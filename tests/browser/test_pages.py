@@ -100,7 +100,7 @@ def test_leader_opens_the_portfolio(page, live_server, screenshot):
     sign_in(page, live_server, "leader@acme.example")
     page.get_by_role("link", name="Portfolio").click()
     expect(page.get_by_role("heading", name="Portfolio", exact=True)).to_be_visible()
-    expect(page.get_by_text("csm@acme.example").first).to_be_visible()
+    expect(page.locator("table").get_by_text("csm@acme.example").first).to_be_visible()
     screenshot()
 
 
