@@ -64,7 +64,9 @@ class Signal(models.Model):
     deadline = models.DateField(null=True, blank=True)
     snoozed_until = models.DateField(null=True, blank=True)
     done_at = models.DateTimeField(null=True, blank=True)
-    done_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    done_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     cleared_on = models.DateField(null=True, blank=True)
 
     class Meta:

@@ -31,7 +31,9 @@ def test_every_tenant_model_has_an_enabled_forced_policy():
 
 def test_app_role_is_neither_superuser_nor_bypassrls():
     with connection.cursor() as cursor:
-        cursor.execute("SELECT current_user, session_user, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
+        cursor.execute(
+            "SELECT current_user, session_user, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
+        )
         current_user, session_user, is_super, bypass = cursor.fetchone()
     assert current_user == session_user
     assert (is_super, bypass) == (False, False)
