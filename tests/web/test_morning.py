@@ -146,5 +146,21 @@ def test_morning_runs_a_bounded_number_of_queries(client, django_assert_max_num_
     for rank in range(1, accounts + 1):
         publish(org, make_account(org, csm=csm), rank=rank)
     client.force_login(csm)
-    with django_assert_max_num_queries(16):
+    with django_assert_max_num_queries(17):
         assert client.get(reverse("morning", args=[org.slug])).status_code == 200
+
+
+def test_a_failed_source_is_named_with_its_reason(client):
+    from integrations.models import Connection
+
+    org = make_org()
+    publish(org, make_account(org), rank=1)
+    with tenant(org):
+        Connection.objects.create(
+            org=org, provider="zendesk", status="failing", last_error="Zendesk refused the e-mail and API token (401)"
+        )
+        Connection.objects.create(org=org, provider="hubspot", status="connected", last_success_at=timezone.now())
+    client.force_login(make_member(org, role="leader"))
+    page = client.get(reverse("morning", args=[org.slug])).content.decode()
+    assert "Zendesk sync failed" in page and "refused the e-mail and API token (401)" in page
+    assert "HubSpot: 0" in page  # its age, "0 minutes ago"
