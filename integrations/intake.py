@@ -73,7 +73,6 @@ class IntakeRejected(Exception):
 
 @dataclass(slots=True)
 class Event:
-    index: int
     type: str
     message_id: str
     user_id: str
@@ -110,8 +109,8 @@ def signature_for(*, secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-# Compared against when there is no secret (unknown organization, nothing connected), so every
-# refusal costs the same work and an attacker cannot tell the cases apart by timing.
+# Compared against when there is no secret (unknown organization, nothing connected), so those
+# refusals run the same digest and comparison as a wrong signature.
 _NO_SECRET = "no-secret-" + hashlib.sha256(b"vigil-intake").hexdigest()
 
 
@@ -146,7 +145,7 @@ def payload_parse(*, call: str, body: bytes, tz: ZoneInfo, received_at: datetime
     """Every event of the body, validated; any invalid event rejects the whole request."""
     try:
         payload = json.loads(body)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:
         raise IntakeRejected(f"The body is not valid JSON ({error}).") from error
     if not isinstance(payload, dict):
         raise IntakeRejected("The body must be a JSON object.")
@@ -165,7 +164,7 @@ def payload_parse(*, call: str, body: bytes, tz: ZoneInfo, received_at: datetime
     events, invalid = [], []
     for index, raw in enumerate(calls):
         try:
-            events.append(_event(index, raw, call=call, shared_context=shared_context, tz=tz, received_at=received_at))
+            events.append(_event(raw, call=call, shared_context=shared_context, tz=tz, received_at=received_at))
         except ValueError as error:
             invalid.append({"index": index, "reason": str(error)})
     if invalid:
@@ -203,10 +202,12 @@ def _timestamp(raw: dict, tz: ZoneInfo) -> datetime | None:
     return None
 
 
-def _event(index: int, raw, *, call: str, shared_context: dict, tz: ZoneInfo, received_at: datetime) -> Event:
+def _event(raw, *, call: str, shared_context: dict, tz: ZoneInfo, received_at: datetime) -> Event:
     if not isinstance(raw, dict):
         raise ValueError("a call must be a JSON object")
     kind = raw.get("type")
+    if kind is None:
+        raise ValueError("type is missing")
     if kind not in CALLS:
         raise ValueError(f"type must be one of track, identify, group (got {str(kind)[:40]!r})")
     if call != "batch" and kind != call:
@@ -221,20 +222,23 @@ def _event(index: int, raw, *, call: str, shared_context: dict, tz: ZoneInfo, re
         raise ValueError("a track call needs an event name")
     context = raw.get("context")
     context = context if isinstance(context, dict) else {}
-    group_id = _identifier(context, "groupId") or _identifier(raw, "groupId") or _identifier(shared_context, "groupId")
+    group_id = _identifier(raw, "groupId") or _identifier(context, "groupId") or _identifier(shared_context, "groupId")
     if kind == "group" and not group_id:
         raise ValueError("a group call needs a groupId")
     moment = _timestamp(raw, tz) or received_at
+    try:
+        day = moment.astimezone(tz).date()
+    except OverflowError:
+        raise ValueError("timestamp is out of range") from None
     traits = raw.get("traits") if kind == "group" and isinstance(raw.get("traits"), dict) else {}
     domain = traits.get("website") or traits.get("domain") or ""
     name = traits.get("name") or ""
     return Event(
-        index=index,
         type=kind,
         message_id=message_id,
         user_id=user_id,
         group_id=group_id,
-        day=moment.astimezone(tz).date(),
+        day=day,
         at=moment,
         domain=domain if isinstance(domain, str) else "",
         name=name if isinstance(name, str) else "",
