@@ -1,0 +1,170 @@
+"""A local Salesforce: SOQL query results shaped like the REST API's, the OAuth token endpoint, errors.
+
+Query answers are {totalSize, done, records: [{attributes: {type, url}, Id, ...}], nextRecordsUrl}
+with nextRecordsUrl = /services/data/v60.0/query/<locator>-<offset>; errors are
+[{"message": ..., "errorCode": ...}] as Salesforce sends them.
+"""
+
+import base64
+import hashlib
+import json
+import re
+from urllib.parse import parse_qs
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from tests.integrations.fake_server import FakeProvider, FakeRequest, Reply
+
+API = "/services/data/v60.0"
+CLIENT_ID = "3MVG9-fake-consumer-key"
+CLIENT_SECRET = "fake-consumer-secret"
+
+
+def sf_error(code: str, message: str) -> list[dict]:
+    return [{"message": message, "errorCode": code}]
+
+
+def stamp(n: int) -> str:
+    """SystemModstamp n minutes after a fixed start, in Salesforce's format."""
+    return f"2026-03-01T{10 + n // 60:02d}:{n % 60:02d}:00.000+0000"
+
+
+class SalesforceFake(FakeProvider):
+    def __init__(self, *, page_size: int = 2):
+        super().__init__()
+        self.page_size = page_size
+        self.objects: dict[str, list[dict]] = {"Account": [], "Contact": [], "Opportunity": [], "Task": [], "Event": []}
+        self.tokens = {"token-1"}  # access tokens currently valid
+        self.refresh_tokens = {"refresh-1"}
+        self.codes: dict[str, dict] = {}  # authorization code → {challenge, redirect_uri}
+        self.public_key = None  # set by tests of the JWT bearer flow
+        self.issued = 0
+        self.queries = 0
+        self.route("GET", f"{API}/query")(self._query)
+        self.route("POST", "/services/oauth2/token")(self._token)
+
+    def add(self, sobject: str, **fields) -> dict:
+        n = sum(len(v) for v in self.objects.values()) + 1
+        record = {
+            "attributes": {"type": sobject, "url": f"{API}/sobjects/{sobject}/{fields.get('Id', n)}"},
+            "SystemModstamp": stamp(n),
+            **fields,
+        }
+        self.objects[sobject].append(record)
+        return record
+
+    def touch(self, record: dict, **fields) -> None:
+        n = sum(len(v) for v in self.objects.values()) + 100 + self.issued
+        self.issued += 1
+        record.update(fields, SystemModstamp=stamp(n))
+
+    def _authorized(self, request: FakeRequest) -> Reply | None:
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        if token not in self.tokens:
+            return Reply(401, sf_error("INVALID_SESSION_ID", "Session expired or invalid"))
+        return None
+
+    def _query(self, request: FakeRequest) -> Reply:
+        refused = self._authorized(request)
+        if refused:
+            return refused
+        soql = request.query["q"]
+        if soql == "SELECT COUNT() FROM Account":
+            return Reply(200, {"totalSize": len(self.objects["Account"]), "done": True, "records": []})
+        match = re.fullmatch(
+            r"SELECT (.+) FROM (\w+)(?: WHERE SystemModstamp > (\S+))? ORDER BY SystemModstamp ASC", soql
+        )
+        if not match:
+            return Reply(400, sf_error("MALFORMED_QUERY", f"unexpected query {soql}"))
+        sobject, since = match.group(2), match.group(3)
+        rows = sorted(self.objects[sobject], key=lambda r: r["SystemModstamp"])
+        if since:
+            since_key = since.replace("Z", "")  # 2026-03-01T10:05:00 compares with the stamp's prefix
+            rows = [r for r in rows if r["SystemModstamp"][:19] > since_key]
+        locator = f"01g{self.queries}"  # a query locator per query, numbered from 0
+        self.queries += 1
+        return self._page(rows, locator, 0)
+
+    def _more(self, request: FakeRequest, rows: list[dict], locator: str) -> Reply:
+        refused = self._authorized(request)
+        if refused:
+            return refused
+        return self._page(rows, locator, int(request.path.rsplit("-", 1)[1]))
+
+    def _page(self, rows: list[dict], locator: str, offset: int) -> Reply:
+        chunk = rows[offset : offset + self.page_size]
+        done = offset + self.page_size >= len(rows)
+        body = {"totalSize": len(rows), "done": done, "records": chunk}
+        if not done:
+            next_url = f"{API}/query/{locator}-{offset + self.page_size}"
+            body["nextRecordsUrl"] = next_url
+            self.route("GET", next_url)(lambda req, rows=rows, locator=locator: self._more(req, rows, locator))
+        return Reply(200, body)
+
+    def _issue(self, **extra) -> Reply:
+        self.issued += 1
+        token = f"token-{self.issued + 1}"
+        self.tokens.add(token)
+        return Reply(
+            200,
+            {
+                "access_token": token,
+                "instance_url": self.url,
+                "id": f"{self.url}/id/00D000000000001/005000000000001",
+                "token_type": "Bearer",
+                "issued_at": "1700000000000",
+                "signature": "fake",
+                **extra,
+            },
+        )
+
+    def _token(self, request: FakeRequest) -> Reply:
+        form = {k: v[-1] for k, v in parse_qs(request.body.decode()).items()}
+        grant = form.get("grant_type")
+        bad = Reply(400, {"error": "invalid_grant", "error_description": "expired access/refresh token"})
+        if grant == "refresh_token":
+            if form.get("client_id") != CLIENT_ID or form.get("refresh_token") not in self.refresh_tokens:
+                return bad
+            return self._issue()
+        if grant == "authorization_code":
+            entry = self.codes.pop(form.get("code", ""), None)
+            if entry is None or form.get("client_id") != CLIENT_ID or form.get("client_secret") != CLIENT_SECRET:
+                return bad
+            verifier = form.get("code_verifier", "")
+            challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+            if challenge != entry["challenge"] or form.get("redirect_uri") != entry["redirect_uri"]:
+                return Reply(400, {"error": "invalid_grant", "error_description": "invalid code verifier"})
+            self.refresh_tokens.add("refresh-web")
+            return self._issue(refresh_token="refresh-web")
+        if grant == "urn:ietf:params:oauth:grant-type:jwt-bearer":
+            if self.public_key is None or not self._valid_jwt(form.get("assertion", "")):
+                return Reply(400, {"error": "invalid_grant", "error_description": "invalid assertion"})
+            return self._issue()
+        return Reply(400, {"error": "unsupported_grant_type", "error_description": "grant type not supported"})
+
+    def _valid_jwt(self, assertion: str) -> bool:
+        def unb64(part: str) -> bytes:
+            return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+        try:
+            header, claims, signature = assertion.split(".")
+            self.public_key.verify(unb64(signature), f"{header}.{claims}".encode(), padding.PKCS1v15(), hashes.SHA256())
+        except Exception:
+            return False
+        payload = json.loads(unb64(claims))
+        self.jwt_claims = payload
+        return (
+            payload.get("iss") == CLIENT_ID and bool(payload.get("sub")) and payload.get("aud") and payload.get("exp")
+        )
+
+
+def rsa_key_pair():
+    """(private key PEM, public key) for the JWT bearer flow."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return pem, key.public_key()

@@ -1,0 +1,270 @@
+"""Salesforce connector against a local Salesforce (real sockets, real HTTP client, REST-shaped answers)."""
+
+import base64
+from datetime import date
+from decimal import Decimal
+
+import pytest
+
+from accounts.models import Account, Activity, Contact
+from csm.tenancy import tenant
+from integrations import credentials
+from integrations.models import Connection
+from integrations.providers.salesforce import LIMIT_MESSAGE, RECONNECT, SalesforceConnector
+from integrations.services import connection_save
+from integrations.sync import connection_sync
+from tests.factories import make_account, make_member, make_org
+from tests.integrations.fake_server import Reply
+from tests.integrations.salesforce_fake import API, CLIENT_ID, SalesforceFake, rsa_key_pair, sf_error
+
+pytestmark = pytest.mark.django_db
+
+QUERY = f"{API}/query"
+
+
+@pytest.fixture(autouse=True)
+def credential_key(settings):
+    settings.VIGIL_CREDENTIAL_KEYS = base64.urlsafe_b64encode(b"f" * 32).decode()
+
+
+@pytest.fixture(autouse=True)
+def waits(monkeypatch):
+    asked: list[float] = []
+    monkeypatch.setattr(SalesforceConnector, "sleep", staticmethod(asked.append))
+    return asked
+
+
+@pytest.fixture
+def fake():
+    with SalesforceFake() as server:
+        yield server
+
+
+@pytest.fixture
+def org():
+    return make_org("initech")
+
+
+def connect(org, fake, *, token="token-1", **secrets) -> Connection:
+    values = {"instance_url": fake.url, "client_id": CLIENT_ID, "access_token": token, "refresh_token": "refresh-1"}
+    with tenant(org):
+        return connection_save(
+            org=org, provider="salesforce", secrets={**values, **secrets}, settings={"login_url": fake.url}
+        )
+
+
+def sync(org, connection):
+    return connection_sync(org=org, connection=reload(org, connection), trigger="manual")
+
+
+def reload(org, connection) -> Connection:
+    with tenant(org):
+        return Connection.objects.get(pk=connection.pk)
+
+
+def accounts(org) -> dict:
+    with tenant(org):
+        return {a.external_id: a for a in Account.objects.all()}
+
+
+def counts(org) -> tuple[int, int, int]:
+    with tenant(org):
+        return Account.objects.count(), Contact.objects.count(), Activity.objects.count()
+
+
+def seed(fake):
+    """Three accounts (one known by domain), contacts, a won opportunity, a task and an event."""
+    fake.add("Account", Id="001A", Name="Acme", Website="https://www.acme.example", OwnerId="005X",
+             Owner={"attributes": {"type": "User"}, "Email": "Dana@initech.example"})  # fmt: skip
+    fake.add("Account", Id="001B", Name="Globex", Website="globex.example", OwnerId="005Y", Owner=None)
+    fake.add("Account", Id="001C", Name="Umbrella", Website=None, OwnerId="005Y", Owner=None)
+    fake.add("Contact", Id="003A", AccountId="001A", FirstName="Ann", LastName="Lee", Email="ann@acme.example")
+    fake.add("Contact", Id="003B", AccountId="001B", FirstName=None, LastName="Bo", Email="bo@globex.example")
+    fake.add("Contact", Id="003Z", AccountId=None, FirstName="No", LastName="Account", Email="x@y.example")
+    fake.add(
+        "Opportunity", Id="006A", AccountId="001A", StageName="Closed Won", Amount=120000.0, CloseDate="2026-09-30"
+    )
+    fake.add("Opportunity", Id="006B", AccountId="001A", StageName="Prospecting", Amount=5.0, CloseDate="2027-01-01")
+    fake.add("Task", Id="00TA", AccountId="001A", WhatId="001A", Subject="QBR prep", TaskSubtype="Call",
+             ActivityDate="2026-02-20", CreatedDate="2026-02-19T09:00:00.000+0000")  # fmt: skip
+    fake.add("Event", Id="00UA", AccountId=None, WhatId="001B", Subject="Kickoff",
+             StartDateTime="2026-02-21T15:00:00.000+0000", CreatedDate="2026-02-01T09:00:00.000+0000")  # fmt: skip
+
+
+# --- full and incremental sync --------------------------------------------------------------------
+
+
+def test_full_sync_pages_through_every_object_and_maps_accounts_owners_opportunities_and_activities(org, fake):
+    acme = make_account(org, external_id="ACME", domain="acme.example", arr=Decimal("1"))
+    dana = make_member(org, email="dana@initech.example")
+    seed(fake)
+    connection = connect(org, fake)
+
+    run = sync(org, connection)
+
+    assert run.status == "succeeded", run.error
+    found = accounts(org)
+    assert set(found) == {"ACME", "sf-001B", "sf-001C"}  # matched by domain, the others created
+    assert found["ACME"].pk == acme.pk and found["ACME"].csm_id == dana.pk
+    assert (found["ACME"].arr, found["ACME"].renewal_date) == (Decimal("120000.00"), date(2026, 9, 30))
+    assert (found["sf-001B"].name, found["sf-001B"].domain) == ("Globex", "globex.example")
+    with tenant(org):
+        contacts = dict(Contact.objects.values_list("external_id", "account__external_id"))
+        activities = sorted(Activity.objects.values_list("external_id", "account__external_id", "kind"))
+    assert contacts == {"sf-003A": "ACME", "sf-003B": "sf-001B"}
+    assert activities == [("sf-00TA", "ACME", "call"), ("sf-00UA", "sf-001B", "meeting")]
+    assert run.unmatched == 1  # the contact without an account
+    # Accounts: 3 records at 2 per page = 2 pages, following nextRecordsUrl.
+    assert [r.path for r in fake.requests if "query" in r.path][:2] == [QUERY, f"{QUERY}/01g0-2"]
+    cursor = reload(org, connection).cursors["Account"]
+    assert cursor == {"since": fake.objects["Account"][-1]["SystemModstamp"], "next": None}
+
+
+def test_incremental_sync_queries_only_what_changed_since_the_cursor(org, fake):
+    seed(fake)
+    connection = connect(org, fake)
+    assert sync(org, connection).status == "succeeded"
+    mark = len(fake.requests)
+    fake.touch(fake.objects["Account"][2], Name="Umbrella Corp")
+    fake.add("Account", Id="001D", Name="Hooli", Website="hooli.example", OwnerId="005Y", Owner=None)
+
+    run = sync(org, connection)
+
+    assert run.status == "succeeded", run.error
+    queries = [r.query["q"] for r in fake.requests[mark:] if r.path == QUERY]
+    assert "WHERE SystemModstamp > 2026-03-01T10:03:00Z" in queries[0]
+    assert accounts(org)["sf-001D"].name == "Hooli"
+    assert (run.created, run.pages) == (1, 5)  # one new account; one page per object
+    assert counts(org) == (4, 2, 2)
+
+
+# --- faults ---------------------------------------------------------------------------------------
+
+
+def test_request_limit_exceeded_is_a_partial_run_that_resumes_next_run(org, fake):
+    seed(fake)
+    connection = connect(org, fake)
+    fake.fail(
+        Reply(403, sf_error("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")),
+        when=lambda r: r.path.startswith(f"{QUERY}/"),
+    )
+
+    first = sync(org, connection)
+
+    assert first.status == "partial"
+    assert first.error == LIMIT_MESSAGE
+    assert set(accounts(org)) == {"sf-001A", "sf-001B"}  # the first page is kept
+    assert reload(org, connection).cursors["Account"]["next"] == f"{QUERY}/01g0-2"
+    mark = len(fake.requests)
+
+    second = sync(org, connection)
+
+    assert second.status == "succeeded", second.error
+    assert fake.requests[mark].path == f"{QUERY}/01g0-2"  # resumed at the page it stopped on
+    assert counts(org) == (3, 2, 2)
+
+
+def test_a_5xx_storm_fails_the_run_keeping_earlier_pages_and_the_next_run_completes(org, fake, waits):
+    seed(fake)
+    connection = connect(org, fake)
+    fake.fail(Reply(503, "Service Unavailable"), times=5, when=lambda r: r.path.startswith(f"{QUERY}/"))
+
+    run = sync(org, connection)
+
+    assert run.status == "failed"
+    assert "kept failing (503)" in run.error
+    assert len(waits) == 4
+    assert len(accounts(org)) == 2
+    assert sync(org, connection).status == "succeeded"
+    assert counts(org) == (3, 2, 2)
+
+
+def test_a_malformed_page_saves_nothing_from_it(org, fake):
+    seed(fake)
+    connection = connect(org, fake)
+    fake.fail(Reply(200, {"totalSize": 3, "done": False}), when=lambda r: r.path.startswith(f"{QUERY}/"))
+
+    run = sync(org, connection)
+
+    assert run.status == "failed"
+    assert "not a query result" in run.error
+    assert len(accounts(org)) == 2
+    assert sync(org, connection).status == "succeeded"
+    assert counts(org) == (3, 2, 2)
+
+
+# --- tokens ---------------------------------------------------------------------------------------
+
+
+def test_an_expired_token_is_refreshed_once_saved_and_the_sync_succeeds(org, fake):
+    seed(fake)
+    fake.tokens.clear()  # token-1 expired
+    connection = connect(org, fake)
+
+    run = sync(org, connection)
+
+    assert run.status == "succeeded", run.error
+    assert fake.calls("/services/oauth2/token") == 1
+    with tenant(org):
+        saved = reload(org, connection)
+        secrets = credentials.decrypt(org_id=org.pk, provider="salesforce", blob=saved.credentials)
+    assert secrets["access_token"] == "token-2"
+    assert secrets["refresh_token"] == "refresh-1"  # merged, not replaced
+    assert counts(org) == (3, 2, 2)
+
+
+def test_a_refresh_that_fails_asks_to_reconnect(org, fake):
+    seed(fake)
+    fake.tokens.clear()
+    fake.refresh_tokens.clear()  # revoked
+    connection = connect(org, fake)
+
+    run = sync(org, connection)
+
+    assert run.status == "failed"
+    assert run.error == RECONNECT
+    assert fake.calls("/services/oauth2/token") == 1
+    assert reload(org, connection).status == "failing"
+
+
+def test_a_token_refused_again_after_refresh_is_not_refreshed_twice(org, fake):
+    seed(fake)
+    connection = connect(org, fake)
+    fake.fail(Reply(401, sf_error("INVALID_SESSION_ID", "Session expired or invalid")), times=2)
+
+    run = sync(org, connection)
+
+    assert run.status == "failed"
+    assert run.error == RECONNECT
+    assert fake.calls("/services/oauth2/token") == 1
+
+
+def test_the_jwt_bearer_flow_gets_a_token_with_a_signed_assertion(org, fake):
+    pem, public_key = rsa_key_pair()
+    fake.public_key = public_key
+    fake.tokens.clear()
+    seed(fake)
+    # No refresh token (connection_save keeps no empty secret): the JWT bearer flow gets the token.
+    connection = connect(org, fake, refresh_token="", username="integration@initech.example", private_key=pem)
+
+    run = sync(org, connection)
+
+    assert run.status == "succeeded", run.error
+    assert fake.jwt_claims["iss"] == CLIENT_ID
+    assert fake.jwt_claims["sub"] == "integration@initech.example"
+    assert fake.jwt_claims["aud"] == fake.url
+    assert counts(org) == (3, 2, 2)
+
+
+def test_the_connection_test_says_what_it_found(org, fake):
+    seed(fake)
+    connection = connect(org, fake)
+    from integrations.http import RequestBudget
+    from integrations.sync import connector_for
+
+    connector = connector_for(reload(org, connection))
+    client = connector.client(RequestBudget(limit=5))
+    try:
+        assert connector.test(client) == "Connected to Salesforce at 127.0.0.1: 3 accounts"
+    finally:
+        client.close()
