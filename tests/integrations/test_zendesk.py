@@ -203,6 +203,26 @@ def test_the_export_is_read_page_by_page_until_end_of_stream(org, fake, waits):
     assert len(waits) == 3 and all(0 < w <= 6 for w in waits)
 
 
+def test_the_organization_export_is_read_page_by_page(org, fake):
+    for n in range(5):
+        make_account(org, external_id=f"C{n}", domain=f"c{n}.example")
+    made = [fake.add_organization(f"Customer {n}", [f"c{n}.example"]) for n in range(5)]
+    fake.page_size = 2
+    connection = connect(org, fake)
+
+    run = sync(org, connection)
+
+    assert run.status == "succeeded", run.error
+    with tenant(org):
+        links = dict(SourceRecord.objects.values_list("external_id", "account__external_id"))
+    assert links == {str(o["id"]): f"C{n}" for n, o in enumerate(made)}
+    # A time-based export starts each page at the previous one's end_time: the edge record comes twice.
+    starts = [int(r.query["start_time"]) for r in fake.requests if r.path == ORGANIZATIONS]
+    assert starts[0] == 0 and starts == sorted(starts) and len(starts) == 4
+    assert (run.created, run.updated) == (5, 0)
+    assert reload(org, connection).cursors["organizations"] == starts[-1] + 1
+
+
 def test_a_deleted_ticket_leaves(org, fake):
     made = seed(org, fake, 2)
     connection = connect(org, fake)
@@ -295,6 +315,15 @@ def test_a_refused_token_says_what_to_do(org, fake):
     with pytest.raises(ProviderError) as refused:
         connector.test(connector.client(RequestBudget(limit=5)))
     assert str(refused.value) == ZENDESK_401
+
+
+def test_a_wrong_subdomain_is_named(org, fake):
+    connection = connect(org, fake, subdomain="globoo", api_base=fake.url + "/elsewhere")
+
+    run = sync(org, connection)
+
+    assert run.status == "failed"
+    assert run.error.startswith("No Zendesk account at globoo.zendesk.com")
 
 
 def test_the_connection_test_gives_a_verdict(org, fake):
