@@ -3,17 +3,20 @@
 The page costs the same few queries for ten accounts or fifty thousand. One query reads the whole
 organization once, joined to the latest day's scores, the silent-account signals and the ARR
 history, and returns it grouped by (CSM, stage, tier): a few hundred rows whose figures are all
-sums or counts. The filters, the CSM and stage tables, the total and the metrics are then sums of
-those rows in pandas, so no filter costs a second pass over the accounts. Movers are a second,
-small query.
+sums or counts. A second reads the day's movers. The filters, the CSM and stage tables, the total
+and the metrics are then computed from those two frames in pandas, so a filter costs no pass over
+the accounts; and the frames are cached under a key that changes with the data (see STATE_SQL).
 """
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, time, timedelta
+from functools import cached_property
+from hashlib import sha1
 
 import numpy as np
 import pandas as pd
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.db import connection
 from django.utils import timezone
 
@@ -71,25 +74,45 @@ class HealthGroup:
     movers_down: int = 0
     movers_up: int = 0
     movers: list[Mover] = field(default_factory=list)
+    # CSS widths of the load bars ("42.0"): this row's accounts and ARR against the largest CSM's.
+    load_accounts_width: str = "0"
+    load_arr_width: str = "0"
 
-    @property
+    # Cached: a page renders each of these for a few hundred rows.
+    @cached_property
     def scored(self) -> int:
         return self.green + self.yellow + self.red
 
     def _share(self, count: int) -> float:
         return round(100.0 * count / self.scored, 1) if self.scored else 0.0
 
-    @property
+    @cached_property
     def green_pct(self) -> float:
         return self._share(self.green)
 
-    @property
+    @cached_property
     def yellow_pct(self) -> float:
         return self._share(self.yellow)
 
-    @property
+    @cached_property
     def red_pct(self) -> float:
         return self._share(self.red)
+
+    @cached_property
+    def widths(self) -> tuple[str, str, str]:
+        """CSS widths of the green, yellow and red parts of the distribution bar."""
+        return f"{self.green_pct:.1f}", f"{self.yellow_pct:.1f}", f"{self.red_pct:.1f}"
+
+    @cached_property
+    def shares_text(self) -> str:
+        return f"{self.green_pct:.0f} / {self.yellow_pct:.0f} / {self.red_pct:.0f}%"
+
+    @cached_property
+    def distribution_text(self) -> str:
+        return (
+            f"{self.green:,} green ({self.green_pct:.0f}%), {self.yellow:,} yellow ({self.yellow_pct:.0f}%),"
+            f" {self.red:,} red ({self.red_pct:.0f}%)"
+        )
 
     @property
     def movers_more(self) -> int:
@@ -139,14 +162,6 @@ class Portfolio:
     metrics: OutcomeMetrics
     tiers: list[str]
 
-    @property
-    def max_csm_accounts(self) -> int:
-        return max((row.accounts for row in self.by_csm), default=0)
-
-    @property
-    def max_csm_arr(self) -> float:
-        return max((row.arr for row in self.by_csm), default=0.0)
-
 
 def one_year_before(day: date) -> date:
     try:
@@ -166,26 +181,29 @@ def latest_scored_day(*, org) -> date | None:
 # The retention cohort is the accounts with ARR above 0 at the start of the window. The silent
 # figures count a condition while it holds (cleared_on IS NULL), whether or not a CSM has marked it
 # done or snoozed it: the leader asks how many accounts are silent, not what is left on a list.
+# Money is float8 from the first read (numeric sums cost several times more), and "created on or
+# before a local date" is compared as a timestamp against the next local midnight.
 GROUPED_SQL = """
     WITH history AS (
         SELECT c.account_id,
-               (array_agg(c.arr ORDER BY c.effective_date DESC) FILTER (WHERE c.effective_date <= %(start)s))[1]
+               (array_agg(c.arr ORDER BY c.effective_date DESC) FILTER (WHERE c.effective_date <= %(start)s))[1]::float8
                    AS arr_start,
-               (array_agg(c.arr ORDER BY c.effective_date DESC) FILTER (WHERE c.effective_date <= %(end)s))[1]
+               (array_agg(c.arr ORDER BY c.effective_date DESC) FILTER (WHERE c.effective_date <= %(end)s))[1]::float8
                    AS arr_end
         FROM accounts_arrchange c
         WHERE c.org_id = %(org)s
         GROUP BY c.account_id
     ),
     per_account AS (
-        SELECT a.csm_id, a.stage, a.tier, a.arr, a.churned_on, h.band, h.delta, s.account_id IS NOT NULL AS silent,
+        SELECT a.csm_id, a.stage, a.tier, a.arr::float8 AS arr, a.churned_on, h.band, h.delta,
+               s.account_id IS NOT NULL AS silent,
                CASE WHEN a.churned_on <= %(start)s THEN 0
                     WHEN history.account_id IS NOT NULL THEN coalesce(history.arr_start, 0)
-                    WHEN (a.created_at AT TIME ZONE %(tz)s)::date <= %(start)s THEN a.arr
+                    WHEN a.created_at < %(start_ends)s THEN a.arr::float8
                     ELSE 0 END AS arr_start,
                CASE WHEN a.churned_on <= %(end)s THEN 0
                     WHEN history.account_id IS NOT NULL THEN coalesce(history.arr_end, 0)
-                    WHEN (a.created_at AT TIME ZONE %(tz)s)::date <= %(end)s THEN a.arr
+                    WHEN a.created_at < %(end_ends)s THEN a.arr::float8
                     ELSE 0 END AS arr_end,
                CASE WHEN a.go_live_date > %(start)s AND a.go_live_date <= %(end)s
                     THEN a.go_live_date - a.contract_start END AS ttv_days
@@ -198,16 +216,16 @@ GROUPED_SQL = """
         WHERE a.org_id = %(org)s
     )
     SELECT csm_id, stage, tier,
-           count(*), coalesce(sum(arr), 0)::float8,
+           count(*), coalesce(sum(arr), 0),
            count(*) FILTER (WHERE band = 'green'),
            count(*) FILTER (WHERE band = 'yellow'),
            count(*) FILTER (WHERE band = 'red'),
            count(*) FILTER (WHERE silent),
            count(*) FILTER (WHERE delta <= -%(points)s),
            count(*) FILTER (WHERE delta >= %(points)s),
-           coalesce(sum(arr_start) FILTER (WHERE arr_start > 0), 0)::float8,
-           coalesce(sum(least(arr_start, arr_end)) FILTER (WHERE arr_start > 0), 0)::float8,
-           coalesce(sum(arr_end) FILTER (WHERE arr_start > 0), 0)::float8,
+           coalesce(sum(arr_start) FILTER (WHERE arr_start > 0), 0),
+           coalesce(sum(least(arr_start, arr_end)) FILTER (WHERE arr_start > 0), 0),
+           coalesce(sum(arr_end) FILTER (WHERE arr_start > 0), 0),
            count(*) FILTER (WHERE arr_start > 0),
            count(*) FILTER (WHERE arr_start > 0 AND churned_on > %(start)s AND churned_on <= %(end)s),
            array_agg(ttv_days) FILTER (WHERE ttv_days IS NOT NULL)
@@ -218,29 +236,64 @@ FIGURES = ["accounts", "arr", "green", "yellow", "red", "silent", "movers_down",
 RETENTION = ["starting_arr", "retained_arr", "ending_arr", "cohort_accounts", "churned_accounts"]
 COLUMNS = ["csm_id", "stage", "tier", *FIGURES, *RETENTION, "ttv_days"]
 
+# Every mover of the day with the keys the filters use; a bad night is a few thousand rows.
 MOVERS_SQL = """
-    SELECT csm_id, account_id, name, score, band, delta FROM (
-        SELECT a.csm_id, a.id AS account_id, a.name, h.score::float8 AS score, h.band, h.delta::float8 AS delta,
-               row_number() OVER (PARTITION BY a.csm_id ORDER BY abs(h.delta) DESC, a.name, a.id) AS position
-        FROM health_healthscore h
-        JOIN accounts_account a ON a.id = h.account_id AND a.org_id = h.org_id
-        WHERE h.org_id = %(org)s AND h.date = %(day)s AND (h.delta <= -%(points)s OR h.delta >= %(points)s) {where}
-    ) ranked
-    WHERE position <= %(shown)s
-    ORDER BY csm_id, position
+    SELECT a.csm_id, a.stage, a.tier, a.id, a.name, h.score::float8, h.band, h.delta::float8
+    FROM health_healthscore h
+    JOIN accounts_account a ON a.id = h.account_id AND a.org_id = h.org_id
+    WHERE h.org_id = %(org)s AND h.date = %(day)s AND (h.delta <= -%(points)s OR h.delta >= %(points)s)
 """
+MOVER_COLUMNS = ["csm_id", "stage", "tier", "account_id", "name", "score", "band", "delta"]
+
+# What the figures depend on besides the dates: the accounts (every import and sync stamps
+# updated_at, and writes the ARR history in the same statement) and the nightly runs (scores,
+# signals). Read with the latest scored day in one round trip.
+STATE_SQL = """
+    SELECT (SELECT max(date) FROM health_healthscore WHERE org_id = %(org)s),
+           (SELECT count(*)::text || '/' || coalesce(max(updated_at)::text, '')
+            FROM accounts_account WHERE org_id = %(org)s),
+           (SELECT coalesce(max(finished_at)::text, '') || '/' || count(*)::text
+            FROM signals_nightlyrun WHERE org_id = %(org)s)
+"""
+# The grouped figures only change with a nightly run or an import, while a leader opens the page
+# and flips its filters many times a day: keep them a while under a key that changes with the data.
+CACHE_SECONDS = 15 * 60
+
+
+def next_local_midnight(day: date, tz) -> datetime:
+    return datetime.combine(day + timedelta(days=1), time(), tzinfo=tz)
 
 
 def grouped_accounts(*, org, day: date | None, start: date, end: date) -> pd.DataFrame:
     """The whole organization grouped by (csm_id, stage, tier), one frame row per group."""
-    params = {"org": org.pk, "day": day, "tz": org.timezone, "start": start, "end": end, "points": MOVER_POINTS}
+    params = {
+        "org": org.pk,
+        "day": day,
+        "start": start,
+        "end": end,
+        "start_ends": next_local_midnight(start, org.tz),
+        "end_ends": next_local_midnight(end, org.tz),
+        "points": MOVER_POINTS,
+    }
     with connection.cursor() as cursor:
-        # One pass over 50,000 accounts sorts and hashes a few megabytes; with the default 4 MB it
-        # spills to disk. SET LOCAL ends with the request's transaction.
+        # One pass over 50,000 accounts hashes a few megabytes: with the default 4 MB it spills to
+        # disk. A parallel plan here rebuilds every hash table in each worker, more work in total
+        # for a page served next to others. SET LOCAL ends with the request's transaction.
         cursor.execute("SET LOCAL work_mem = '64MB'")
+        cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
         cursor.execute(GROUPED_SQL, params)
         rows = cursor.fetchall()
     frame = pd.DataFrame.from_records(rows, columns=COLUMNS)
+    frame["csm_id"] = frame["csm_id"].astype("Int64")
+    return frame
+
+
+def movers_frame(*, org, day: date | None) -> pd.DataFrame:
+    if day is None:
+        return pd.DataFrame(columns=MOVER_COLUMNS)
+    with connection.cursor() as cursor:
+        cursor.execute(MOVERS_SQL, {"org": org.pk, "day": day, "points": MOVER_POINTS})
+        frame = pd.DataFrame.from_records(cursor.fetchall(), columns=MOVER_COLUMNS)
     frame["csm_id"] = frame["csm_id"].astype("Int64")
     return frame
 
@@ -257,7 +310,7 @@ def _selected(frame: pd.DataFrame, filters: PortfolioFilters, *, with_stage: boo
     return frame[keep.fillna(False)]
 
 
-def _group(key, label: str, sums: pd.Series, email: str = "") -> HealthGroup:
+def _group(key, label: str, sums: dict, email: str = "") -> HealthGroup:
     figures = {name: float(sums[name]) if name == "arr" else int(sums[name]) for name in FIGURES}
     return HealthGroup(key=key, label=label, email=email, **figures)
 
@@ -272,20 +325,25 @@ def _csm_labels(csm_ids: list[int]) -> dict[int, tuple[str, str]]:
 def health_groups(frame: pd.DataFrame) -> tuple[HealthGroup, list[HealthGroup], list[HealthGroup]]:
     """The selection's total, one row per CSM (by ARR, unassigned last) and one per stage."""
     figures = frame[FIGURES].astype({"arr": float})
-    total = _group(None, "All accounts", figures.sum())
-    by_csm_sums = figures.groupby(frame["csm_id"].fillna(0)).sum()
-    labels = _csm_labels([int(pk) for pk in by_csm_sums.index if pk])
+    total = _group(None, "All accounts", figures.sum().to_dict())
+    by_csm_sums = figures.groupby(frame["csm_id"].fillna(0)).sum().to_dict("index")
+    labels = _csm_labels([int(pk) for pk in by_csm_sums if pk])
     by_csm = []
-    for csm_id, sums in by_csm_sums.iterrows():
+    for csm_id, sums in by_csm_sums.items():
         label, email = labels.get(int(csm_id), (f"User {csm_id}", "")) if csm_id else ("Unassigned", "")
         by_csm.append(_group(int(csm_id) or None, label, sums, email))
     by_csm.sort(key=lambda row: (row.key is None, -row.arr, row.label))
+    most_accounts = max((row.accounts for row in by_csm), default=0) or 1
+    most_arr = max((row.arr for row in by_csm), default=0.0) or 1.0
+    for row in by_csm:
+        row.load_accounts_width = f"{100.0 * row.accounts / most_accounts:.1f}"
+        row.load_arr_width = f"{100.0 * row.arr / most_arr:.1f}"
     stage_labels = dict(Stage.choices)
-    stage_sums = figures.groupby(frame["stage"]).sum()
+    stage_sums = figures.groupby(frame["stage"]).sum().to_dict("index")
     by_stage = [
-        _group(stage, stage_labels.get(stage, stage).capitalize(), stage_sums.loc[stage])
+        _group(stage, stage_labels.get(stage, stage).capitalize(), stage_sums[stage])
         for stage in Stage.values
-        if stage in stage_sums.index
+        if stage in stage_sums
     ]
     return total, by_csm, by_stage
 
@@ -307,37 +365,38 @@ def outcome_metrics(frame: pd.DataFrame, *, start: date, end: date) -> OutcomeMe
     )
 
 
-def _movers_filter(filters: PortfolioFilters) -> tuple[str, dict]:
-    clauses, params = [], {}
-    if filters.stage:
-        clauses.append("a.stage = %(stage)s")
-        params["stage"] = filters.stage
-    else:
-        clauses.append("a.stage <> 'churned'")
-    if filters.tier:
-        clauses.append("a.tier = %(tier)s")
-        params["tier"] = filters.tier
-    if filters.csm_id:
-        clauses.append("a.csm_id = %(csm)s")
-        params["csm"] = filters.csm_id
-    return "".join(f" AND {clause}" for clause in clauses), params
-
-
-def movers_by_csm(*, org, day: date | None, filters: PortfolioFilters) -> dict[int | None, list[Mover]]:
-    """The biggest overnight movers of each CSM (at most MOVERS_SHOWN each)."""
-    if day is None:
+def top_movers(movers: pd.DataFrame) -> dict[int | None, list[Mover]]:
+    """The biggest overnight moves of each CSM (at most MOVERS_SHOWN each), largest first."""
+    if movers.empty:
         return {}
-    where, params = _movers_filter(filters)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            MOVERS_SQL.format(where=where),
-            {"org": org.pk, "day": day, "points": MOVER_POINTS, "shown": MOVERS_SHOWN, **params},
+    ranked = movers.assign(size=movers["delta"].abs()).sort_values(
+        ["size", "name", "account_id"], ascending=[False, True, True]
+    )
+    shown = ranked.groupby(ranked["csm_id"].fillna(0), sort=False).head(MOVERS_SHOWN)
+    top: dict[int | None, list[Mover]] = {}
+    for record in shown.to_dict("records"):
+        csm_id = None if pd.isna(record["csm_id"]) else int(record["csm_id"])
+        top.setdefault(csm_id, []).append(
+            Mover(int(record["account_id"]), record["name"], record["score"], record["band"], record["delta"])
         )
-        rows = cursor.fetchall()
-    movers: dict[int | None, list[Mover]] = {}
-    for csm_id, account_id, name, score, band, delta in rows:
-        movers.setdefault(csm_id, []).append(Mover(account_id, name, score, band, delta))
-    return movers
+    return top
+
+
+def organization_frames(*, org, today: date | None = None) -> tuple[date | None, date, pd.DataFrame, pd.DataFrame]:
+    """The latest scored day, the as-of date, and the grouped and movers frames (cached)."""
+    with connection.cursor() as cursor:
+        cursor.execute(STATE_SQL, {"org": org.pk})
+        day, accounts_state, runs_state = cursor.fetchone()
+    as_of = day or today or timezone.now().astimezone(org.tz).date()
+    key = (
+        "portfolio:" + sha1(f"{org.pk}|{org.timezone}|{day}|{as_of}|{accounts_state}|{runs_state}".encode()).hexdigest()
+    )
+    cached = cache.get(key)
+    if cached is None:
+        grouped = grouped_accounts(org=org, day=day, start=one_year_before(as_of), end=as_of)
+        cached = (grouped, movers_frame(org=org, day=day))
+        cache.set(key, cached, CACHE_SECONDS)
+    return day, as_of, *cached
 
 
 def portfolio(*, org, filters: PortfolioFilters, today: date | None = None) -> Portfolio:
@@ -346,15 +405,12 @@ def portfolio(*, org, filters: PortfolioFilters, today: date | None = None) -> P
     Retention and churn follow the tier and CSM filters but not the stage filter: a churned
     account has left every other stage, so filtering by stage would hide the churn they measure.
     """
-    day = latest_scored_day(org=org)
-    as_of = day or today or timezone.now().astimezone(org.tz).date()
-    start = one_year_before(as_of)
-    frame = grouped_accounts(org=org, day=day, start=start, end=as_of)
+    day, as_of, frame, movers = organization_frames(org=org, today=today)
     total, by_csm, by_stage = health_groups(_selected(frame, filters, with_stage=True))
-    movers = movers_by_csm(org=org, day=day, filters=filters)
+    top = top_movers(_selected(movers, filters, with_stage=True))
     for row in by_csm:
-        row.movers = movers.get(row.key, [])
-    metrics = outcome_metrics(_selected(frame, filters, with_stage=False), start=start, end=as_of)
+        row.movers = top.get(row.key, [])
+    metrics = outcome_metrics(_selected(frame, filters, with_stage=False), start=one_year_before(as_of), end=as_of)
     metrics.silent_accounts, metrics.active_accounts = total.silent, total.accounts
     tiers = sorted(tier for tier in frame["tier"].unique() if tier)
     return Portfolio(day=day, as_of=as_of, total=total, by_csm=by_csm, by_stage=by_stage, metrics=metrics, tiers=tiers)
