@@ -58,4 +58,5 @@ urlpatterns = [
     path("api/v1/", include("csm.api_urls")),
     path("admin/", admin.site.urls),
     path("intake/<slug:org_slug>/v1/<str:call>", intake_views.IntakeView.as_view(), name="usage-intake"),
+    path("o/<slug:org_slug>/integrations/salesforce/", include("integrations.salesforce_oauth")),
 ]

@@ -15,7 +15,7 @@ from integrations.services import connection_save
 from integrations.sync import connection_sync
 from tests.factories import make_account, make_member, make_org
 from tests.integrations.fake_server import Reply
-from tests.integrations.salesforce_fake import API, CLIENT_ID, SalesforceFake, rsa_key_pair, sf_error
+from tests.integrations.salesforce_fake import API, CLIENT_ID, CLIENT_SECRET, SalesforceFake, rsa_key_pair, sf_error
 
 pytestmark = pytest.mark.django_db
 
@@ -268,3 +268,75 @@ def test_the_connection_test_says_what_it_found(org, fake):
         assert connector.test(client) == "Connected to Salesforce at 127.0.0.1: 3 accounts"
     finally:
         client.close()
+
+
+# --- OAuth web-server flow with PKCE --------------------------------------------------------------
+
+
+@pytest.fixture
+def admin_browser(org, client):
+    client.force_login(make_member(org, role="admin"))
+    return client
+
+
+def start_sign_in(org, fake, browser) -> dict:
+    """Connect with Salesforce: returns the authorize request's query, as Salesforce would receive it."""
+    from urllib.parse import parse_qs, urlsplit
+
+    connect(org, fake, token="", refresh_token="", client_secret=CLIENT_SECRET)
+    response = browser.get(f"/o/{org.slug}/integrations/salesforce/authorize/")
+    assert response.status_code == 302
+    location = urlsplit(response["Location"])
+    assert f"{location.scheme}://{location.netloc}{location.path}" == f"{fake.url}/services/oauth2/authorize"
+    return {k: v[-1] for k, v in parse_qs(location.query).items()}
+
+
+def test_the_browser_flow_verifies_state_and_pkce_and_saves_the_tokens(org, fake, admin_browser):
+    asked = start_sign_in(org, fake, admin_browser)
+    assert (asked["client_id"], asked["code_challenge_method"], asked["response_type"]) == (CLIENT_ID, "S256", "code")
+    # Salesforce remembers the challenge with the code it issues; its token endpoint checks the verifier.
+    fake.codes["aPrx-code"] = {"challenge": asked["code_challenge"], "redirect_uri": asked["redirect_uri"]}
+
+    response = admin_browser.get(asked["redirect_uri"], {"code": "aPrx-code", "state": asked["state"]})
+
+    assert response.status_code == 302 and response["Location"] == f"/o/{org.slug}/integrations/"
+    saved = reload_by_org(org)
+    values = credentials.decrypt(org_id=org.pk, provider="salesforce", blob=saved.credentials)
+    assert (values["access_token"], values["refresh_token"]) == ("token-2", "refresh-web")
+    assert fake.codes == {}  # the code was exchanged (with the right code_verifier)
+    seed(fake)
+    assert sync(org, saved).status == "succeeded"
+
+
+def test_a_wrong_code_verifier_is_refused_by_salesforce_and_nothing_is_saved(org, fake, admin_browser):
+    asked = start_sign_in(org, fake, admin_browser)
+    fake.codes["aPrx-code"] = {"challenge": "not-the-challenge", "redirect_uri": asked["redirect_uri"]}
+
+    response = admin_browser.get(asked["redirect_uri"], {"code": "aPrx-code", "state": asked["state"]})
+
+    assert response.status_code == 502
+    assert "refused the authorization code" in response.content.decode()
+    values = credentials.decrypt(org_id=org.pk, provider="salesforce", blob=reload_by_org(org).credentials)
+    assert "access_token" not in values
+
+
+def test_a_forged_or_missing_state_is_refused_without_asking_salesforce(org, fake, admin_browser):
+    asked = start_sign_in(org, fake, admin_browser)
+    fake.codes["aPrx-code"] = {"challenge": asked["code_challenge"], "redirect_uri": asked["redirect_uri"]}
+
+    forged = admin_browser.get(asked["redirect_uri"], {"code": "aPrx-code", "state": "attacker-state"})
+    # The state is spent by the forged attempt: replaying the real one fails too.
+    replayed = admin_browser.get(asked["redirect_uri"], {"code": "aPrx-code", "state": asked["state"]})
+
+    for response in (forged, replayed):
+        assert response.status_code == 400
+        assert "state does not match" in response.content.decode()
+    assert fake.calls("/services/oauth2/token") == 0
+    assert "access_token" not in credentials.decrypt(
+        org_id=org.pk, provider="salesforce", blob=reload_by_org(org).credentials
+    )
+
+
+def reload_by_org(org) -> Connection:
+    with tenant(org):
+        return Connection.objects.get(org=org, provider="salesforce")
