@@ -4,7 +4,10 @@ from datetime import date
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
+from csm.tenancy import tenant
+from signals.models import NightlyRun
 from tests.factories import (
     local_dt,
     make_account,
@@ -179,3 +182,24 @@ def test_the_page_runs_the_same_queries_for_10_or_50_accounts(client, django_ass
         page, _ = portfolio_of(client, org, tier="smb")
     assert page.total.accounts == 25
     assert len(fifty.captured_queries) == len(ten.captured_queries)
+
+
+def test_figures_follow_an_import_and_a_nightly_run_despite_the_cache(client):
+    org = make_org()
+    ana, ben = make_member(org, role="csm"), make_member(org, role="csm")
+    account = make_account(org, csm=ana, arr=10_000)
+    make_score(org, account, day=DAY, score=80)
+    client.force_login(make_member(org, role="leader"))
+    assert [row.key for row in portfolio_of(client, org)[0].by_csm] == [ana.pk]
+
+    with tenant(org):  # an import or a sync reassigns the account (and stamps updated_at)
+        account.csm = ben
+        account.save()
+    assert [row.key for row in portfolio_of(client, org)[0].by_csm] == [ben.pk]
+
+    make_signal(org, account, type="silent_account", day=DAY)  # written by the next nightly run...
+    with tenant(org):
+        NightlyRun.objects.create(
+            org=org, run_date=DAY, status="succeeded", started_at=timezone.now(), finished_at=timezone.now()
+        )
+    assert portfolio_of(client, org)[0].total.silent == 1  # ...which the page sees once it finishes
