@@ -320,7 +320,10 @@ class ZendeskConnector(Connector):
     @property
     def min_interval(self) -> float:
         value = (self.connection.settings or {}).get("min_interval_seconds")
-        return DEFAULT_MIN_INTERVAL if value in (None, "") else max(0.0, float(value))
+        try:
+            return max(0.0, float(value))
+        except (TypeError, ValueError):  # empty or not a number: Zendesk's own limit
+            return DEFAULT_MIN_INTERVAL
 
     def client(self, budget: RequestBudget) -> ProviderClient:
         base = (self.connection.settings or {}).get("api_base") or base_url(self.subdomain)
