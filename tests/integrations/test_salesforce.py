@@ -340,3 +340,52 @@ def test_a_forged_or_missing_state_is_refused_without_asking_salesforce(org, fak
 def reload_by_org(org) -> Connection:
     with tenant(org):
         return Connection.objects.get(org=org, provider="salesforce")
+
+
+# --- kill and resume ------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sync_killed_between_pages_resumes_with_nothing_lost_or_duplicated(subprocess_env):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from django.conf import settings as django_settings
+
+    org = make_org("killed-sf")
+    with SalesforceFake() as fake:
+        for n in range(5):
+            fake.add("Account", Id=f"001K{n}", Name=f"Kilo {n}", Website=f"kilo{n}.example", OwnerId="005Y", Owner=None)
+        connection = connect(org, fake)
+        second_page = lambda r: r.path == f"{QUERY}/01g0-2"  # noqa: E731
+        held = fake.block(second_page)
+        child = subprocess.Popen(
+            [sys.executable, "manage.py", "sync", "--org", org.slug, "--provider", "salesforce"],
+            cwd=django_settings.BASE_DIR,
+            env=subprocess_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 60
+        while not any(second_page(r) for r in fake.requests):
+            assert child.poll() is None, child.stderr.read().decode()
+            assert time.monotonic() < deadline, "the sync never asked for the second page"
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        fake.hold = None
+        held.set()
+
+        assert set(accounts(org)) == {"sf-001K0", "sf-001K1"}
+        assert reload(org, connection).cursors["Account"]["next"] == f"{QUERY}/01g0-2"
+        mark = len(fake.requests)
+
+        resumed = sync(org, connection)
+
+    assert resumed.status == "succeeded", resumed.error
+    assert fake.requests[mark].path == f"{QUERY}/01g0-2"
+    assert sorted(accounts(org)) == [f"sf-001K{n}" for n in range(5)]
+    assert resumed.created == 3
