@@ -9,6 +9,7 @@ import zoneinfo
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models.functions import Lower
 
 
 def validate_timezone(value: str) -> None:
@@ -115,7 +116,8 @@ class Account(models.Model):
         indexes = [
             models.Index(fields=["org", "csm"], name="account_org_csm"),
             models.Index(fields=["org", "renewal_date"], name="account_org_renewal"),
-            models.Index(fields=["org", "domain"], name="account_org_domain"),
+            # Identity resolution matches provider records by lower-cased domain.
+            models.Index(models.F("org"), Lower("domain"), name="account_org_domain_lower"),
         ]
 
     def __str__(self) -> str:
