@@ -51,3 +51,18 @@ def read_frame(sql: str, params: dict, columns: list[tuple[str, str]]) -> pd.Dat
         elif kind == "day":
             frame[name] = pd.to_datetime(frame[name], unit="D")
     return frame
+
+
+def stage_frame(cursor, name: str, columns: dict[str, str], frame: pd.DataFrame) -> None:
+    """Load a frame into the session's temporary table `name` with one COPY.
+
+    The table is created on first use and emptied at each load and at commit, so a statement that
+    follows reads exactly this frame. Values go as CSV with NULL written `\\N`, so an empty string
+    stays an empty string.
+    """
+    definition = ", ".join(f"{column} {sql_type}" for column, sql_type in columns.items())
+    cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} ({definition}) ON COMMIT DELETE ROWS")
+    cursor.execute(f"TRUNCATE {name}")
+    data = frame[list(columns)].to_csv(index=False, header=False, na_rep="\\N")
+    with cursor.copy(f"COPY {name} ({', '.join(columns)}) FROM STDIN (FORMAT csv, NULL '\\N')") as copy:
+        copy.write(data)

@@ -83,20 +83,20 @@ ACCOUNT_COLUMNS = [
 ]
 # health.scoring.summarize_usage, in SQL: the same sums over the same window, the same latest day.
 USAGE_SUMMARY_SQL = """
-    SELECT a.id AS account_id, COALESCE(w.active_users, 0) AS window_active_users,
-           COALESCE(w.events, 0) AS window_events, l.date - DATE '1970-01-01' AS last_date,
-           l.seats_used AS last_seats_used
+    SELECT a.id AS account_id, w.active_users AS window_active_users, w.events AS window_events,
+           l.date - DATE '1970-01-01' AS last_date, l.seats_used AS last_seats_used
     FROM accounts_account a
     JOIN LATERAL (
         SELECT t.date, t.seats_used FROM accounts_usageday t
         WHERE t.org_id = a.org_id AND t.account_id = a.id AND t.date <= %(day)s
         ORDER BY t.date DESC LIMIT 1
     ) l ON true
-    LEFT JOIN (
-        SELECT account_id, sum(active_users) AS active_users, sum(events) AS events FROM accounts_usageday
-        WHERE org_id = %(org)s AND date > %(usage_from)s AND date <= %(day)s
-        GROUP BY account_id
-    ) w ON w.account_id = a.id
+    -- Per account on the (org, account, date) index: cheaper than a scan of the organization's days.
+    CROSS JOIN LATERAL (
+        SELECT COALESCE(sum(t.active_users), 0) AS active_users, COALESCE(sum(t.events), 0) AS events
+        FROM accounts_usageday t
+        WHERE t.org_id = a.org_id AND t.account_id = a.id AND t.date > %(usage_from)s AND t.date <= %(day)s
+    ) w
     WHERE a.org_id = %(org)s
 """
 # health.scoring.summarize_activities, in SQL. Ties on the same instant go to the larger

@@ -7,7 +7,7 @@ import pandas as pd
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from health.bulk import server_cursor
+from health.bulk import server_cursor, stage_frame
 from health.models import (
     COMPONENTS,
     DEFAULT_BANDS,
@@ -94,20 +94,24 @@ UPSERT_SCORES = """
     INSERT INTO health_healthscore
         (org_id, account_id, date, model_version, score, band, delta, components, component_dates, excluded, gate)
     SELECT %(org)s, s.account_id, %(day)s, %(version)s, s.score, s.band, s.delta,
-           s.components::jsonb, s.component_dates::jsonb, s.excluded::jsonb, s.gate
-    FROM unnest(%(account_id)b::bigint[], %(score)b::numeric[], %(band)b::text[], %(delta)b::numeric[],
-                %(components)b::text[], %(component_dates)b::text[], %(excluded)b::text[], %(gate)b::text[])
-         AS s(account_id, score, band, delta, components, component_dates, excluded, gate)
+           s.components, s.component_dates, s.excluded, s.gate
+    FROM staged_scores s
     ON CONFLICT (org_id, account_id, date) DO UPDATE SET
         score = EXCLUDED.score, band = EXCLUDED.band, delta = EXCLUDED.delta,
         components = EXCLUDED.components, component_dates = EXCLUDED.component_dates,
         excluded = EXCLUDED.excluded, gate = EXCLUDED.gate
     WHERE health_healthscore.model_version = EXCLUDED.model_version
 """
-
-
-def _nullable(values: pd.Series) -> list:
-    return [None if v != v else float(v) for v in values.tolist()]
+STAGED_SCORES = {
+    "account_id": "bigint",
+    "score": "numeric",
+    "band": "text",
+    "delta": "numeric",
+    "components": "jsonb",
+    "component_dates": "jsonb",
+    "excluded": "jsonb",
+    "gate": "text",
+}
 
 
 def health_scores_write(*, org, day: date, scores: pd.DataFrame) -> int:
@@ -115,20 +119,14 @@ def health_scores_write(*, org, day: date, scores: pd.DataFrame) -> int:
     if scores.empty:
         return 0
     dumps = json.dumps
-    params = {
-        "org": org.pk,
-        "day": day,
-        "version": int(scores["model_version"].iloc[0]),
-        "account_id": scores["account_id"].astype(int).tolist(),
-        "score": _nullable(scores["score"]),
-        "band": scores["band"].tolist(),
-        "delta": _nullable(scores["delta"]),
-        "components": [dumps(v) for v in scores["components"]],
-        "component_dates": [dumps(v) for v in scores["component_dates"]],
-        "excluded": [dumps(v) for v in scores["excluded"]],
-        "gate": scores["gate"].tolist(),
-    }
+    staged = scores.assign(
+        components=[dumps(v) for v in scores["components"]],
+        component_dates=[dumps(v) for v in scores["component_dates"]],
+        excluded=[dumps(v) for v in scores["excluded"]],
+    )
+    params = {"org": org.pk, "day": day, "version": int(scores["model_version"].iloc[0])}
     with server_cursor() as cursor:
+        stage_frame(cursor, "staged_scores", STAGED_SCORES, staged)
         cursor.execute(UPSERT_SCORES, params)
         return cursor.rowcount
 

@@ -12,7 +12,7 @@ import pandas as pd
 from django.db import connection, transaction
 from django.utils import timezone
 
-from health.bulk import server_cursor
+from health.bulk import server_cursor, stage_frame
 from health.scoring import Frames, localize
 from health.selectors import org_frames, scores_frame
 from signals.models import NightlyRun, RunStatus, Signal, SignalStatus, SignalThresholds, TriageItem
@@ -38,32 +38,33 @@ REOPEN_SAME_DAY = f"""
                       WHERE a.org_id = s.org_id AND {KEY_MATCH.format(a="a", b="s")} AND a.cleared_on IS NULL)
 """
 
-FIRED = """
-    fired AS (
-        SELECT * FROM unnest(%(account_id)b::bigint[], %(type)b::text[], %(entity_key)b::text[],
-                             %(severity)b::int[], %(cause)b::text[], %(action)b::text[], %(evidence)b::text[]::jsonb[],
-                             %(deadline)b::text[]::date[], %(is_new)b::bool[])
-        AS f(account_id, type, entity_key, severity, cause, action, evidence, deadline, is_new)
-    )
-"""
+STAGED_SIGNALS = {
+    "account_id": "bigint",
+    "type": "text",
+    "entity_key": "text",
+    "severity": "int",
+    "cause": "text",
+    "action": "text",
+    "evidence": "jsonb",
+    "deadline": "date",
+    "is_new": "bool",
+}
 
 CLEAR_GONE = f"""
-    WITH {FIRED}
     UPDATE signals_signal s SET cleared_on = %(day)s
     WHERE s.org_id = %(org)s AND s.cleared_on IS NULL AND s.first_seen <= %(day)s
-      AND NOT EXISTS (SELECT 1 FROM fired f WHERE {KEY_MATCH.format(a="f", b="s")})
+      AND NOT EXISTS (SELECT 1 FROM staged_signals f WHERE {KEY_MATCH.format(a="f", b="s")})
 """
 
 # open stays open, done stays done, snoozed comes back once its snooze has ended; `is_new` means
 # first seen today, except for blocked tasks, where the rule itself says what is new.
-UPSERT_FIRED = f"""
-    WITH {FIRED}
+UPSERT_FIRED = """
     INSERT INTO signals_signal AS s
         (org_id, account_id, type, entity_key, status, severity, first_seen, last_seen, is_new,
          cause, action, evidence, deadline, snoozed_until, done_at, done_by_id, cleared_on)
     SELECT %(org)s, f.account_id, f.type, f.entity_key, 'open', f.severity, %(day)s, %(day)s, f.is_new,
            f.cause, f.action, f.evidence, f.deadline, NULL, NULL, NULL, NULL
-    FROM fired f
+    FROM staged_signals f
     ON CONFLICT (org_id, account_id, type, entity_key) WHERE cleared_on IS NULL DO UPDATE SET
         severity = EXCLUDED.severity,
         last_seen = EXCLUDED.last_seen,
@@ -89,20 +90,13 @@ def _iso(value) -> str | None:
 def signals_write(*, org, day: date, found: pd.DataFrame) -> dict:
     """Apply one day's conditions (signals.rules.evaluate) to the stored signals; returns counts."""
     found = found.drop_duplicates(["account_id", "type", "entity_key"])
-    params = {
-        "org": org.pk,
-        "day": day,
-        "account_id": found["account_id"].astype(int).tolist(),
-        "type": found["type"].tolist(),
-        "entity_key": found["entity_key"].tolist(),
-        "severity": found["severity"].astype(int).tolist(),
-        "cause": found["cause"].tolist(),
-        "action": found["action"].tolist(),
-        "evidence": [json.dumps(value) for value in found["evidence"]],
-        "deadline": [_iso(value) for value in found["deadline"]],
-        "is_new": [bool(value) for value in found["is_new"]],
-    }
+    staged = found.assign(
+        evidence=[json.dumps(value) for value in found["evidence"]],
+        deadline=[_iso(value) for value in found["deadline"]],
+    )
+    params = {"org": org.pk, "day": day}
     with server_cursor() as cursor:
+        stage_frame(cursor, "staged_signals", STAGED_SIGNALS, staged)
         cursor.execute(REOPEN_SAME_DAY, params)
         cursor.execute(CLEAR_GONE, params)
         cleared = cursor.rowcount
@@ -136,39 +130,40 @@ def signals_refresh(
 # An upsert rather than delete-and-insert, so re-running a day leaves the very same rows.
 UPSERT_TRIAGE = """
     INSERT INTO signals_triageitem (org_id, date, account_id, rank, priority, "group", reasons, signal_ids)
-    SELECT %(org)s, %(day)s, t.account_id, t.rank, t.priority, t.grp, t.reasons::jsonb, t.signal_ids::jsonb
-    FROM unnest(%(account_id)b::bigint[], %(rank)b::int[], %(priority)b::float8[], %(group)b::text[],
-                %(reasons)b::text[], %(signal_ids)b::text[])
-         AS t(account_id, rank, priority, grp, reasons, signal_ids)
+    SELECT %(org)s, %(day)s, t.account_id, t.rank, t.priority, t.grp, t.reasons, t.signal_ids
+    FROM staged_triage t
     ON CONFLICT (org_id, date, account_id) DO UPDATE SET
         rank = EXCLUDED.rank, priority = EXCLUDED.priority, "group" = EXCLUDED."group",
         reasons = EXCLUDED.reasons, signal_ids = EXCLUDED.signal_ids
 """
+STAGED_TRIAGE = {
+    "account_id": "bigint",
+    "rank": "int",
+    "priority": "float8",
+    "grp": "text",
+    "reasons": "jsonb",
+    "signal_ids": "jsonb",
+}
 
 
 def triage_build(*, org, day: date, accounts: pd.DataFrame) -> dict:
     """Replace the day's triage list with a fresh ranking of the accounts' open signals."""
     items = rank_accounts(open_signals_frame(org=org, day=day), accounts, day=day)
-    account_ids = items["account_id"].astype(int).tolist()
+    staged = items.assign(
+        grp=items["group"],
+        reasons=[json.dumps(value) for value in items["reasons"]],
+        signal_ids=["[" + ",".join(map(str, value)) + "]" for value in items["signal_ids"]],
+    )
+    params = {"org": org.pk, "day": day}
     with server_cursor() as cursor:
+        stage_frame(cursor, "staged_triage", STAGED_TRIAGE, staged)
         cursor.execute(
-            "DELETE FROM signals_triageitem WHERE org_id = %s AND date = %s AND NOT (account_id = ANY(%b::bigint[]))",
-            [org.pk, day, account_ids],
+            "DELETE FROM signals_triageitem i WHERE i.org_id = %(org)s AND i.date = %(day)s"
+            " AND NOT EXISTS (SELECT 1 FROM staged_triage t WHERE t.account_id = i.account_id)",
+            params,
         )
-        if account_ids:
-            cursor.execute(
-                UPSERT_TRIAGE,
-                {
-                    "org": org.pk,
-                    "day": day,
-                    "account_id": account_ids,
-                    "rank": items["rank"].astype(int).tolist(),
-                    "priority": items["priority"].astype(float).tolist(),
-                    "group": items["group"].tolist(),
-                    "reasons": [json.dumps(value) for value in items["reasons"]],
-                    "signal_ids": [json.dumps([int(i) for i in value]) for value in items["signal_ids"]],
-                },
-            )
+        if len(items):
+            cursor.execute(UPSERT_TRIAGE, params)
     return {"triage_items": len(items)}
 
 
