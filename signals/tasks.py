@@ -41,7 +41,9 @@ def retry_countdown(retries: int) -> int:
 @shared_task(bind=True, max_retries=MAX_RETRIES, acks_late=True)
 def nightly_for_org(self, org_id: int, day: str) -> str:
     """Run the nightly pipeline of one organization for one date, retrying with backoff on failure."""
-    org = Organization.objects.get(pk=org_id)
+    org = Organization.objects.filter(pk=org_id).first()
+    if org is None:
+        return "organization deleted"
     run_date = date.fromisoformat(day)
     with tenant(org):
         done = NightlyRun.objects.filter(org=org, run_date=run_date, status=RunStatus.SUCCEEDED).exists()
