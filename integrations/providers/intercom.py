@@ -116,6 +116,7 @@ def conversation_record(conversation: dict) -> dict:
         "author_name": author.get("name") or "",
         "email": author.get("email") or "",
         "company": str(author.get("company_id") or ""),
+        "contacts": [str(c["id"]) for c in (conversation.get("contacts") or {}).get("contacts") or [] if c.get("id")],
         "last_client_at": statistics.get("last_contact_reply_at"),
         "closed_at": statistics.get("last_close_at") if state == "closed" else None,
     }
@@ -161,7 +162,10 @@ class CompaniesStream(Stream):
             try:
                 body = client.json("GET", "/companies/scroll", params=params)
             except ProviderError as error:
-                if error.status in (400, 404, 409, 410, 500) and _scroll_trouble(error, ""):
+                if error.status in (400, 404, 409, 410) and _scroll_trouble(error, ""):
+                    raise ScrollUnavailable(str(error), status=error.status) from error
+                if error.status and error.status >= 500 and scroll_param:
+                    # Intercom's advice for a scroll hit by an internal error: start it again.
                     raise ScrollUnavailable(str(error), status=error.status) from error
                 raise
             if not (isinstance(body, dict) and isinstance(body.get("data"), list)):
@@ -263,6 +267,9 @@ class ConversationsStream(Stream):
         people = {
             r["author_id"] or r["email"]: r["email"] for r in rest if r["client"] and (r["author_id"] or r["email"])
         }
+        # A conversation a teammate started names its customer only through its contacts: a contact
+        # matched before (as the author of an earlier conversation) or mapped by the admin.
+        people.update({c: "" for r in rest for c in r["contacts"] if c not in people})
         by_person = resolve_accounts(
             org=org,
             provider=PROVIDER,
@@ -271,11 +278,19 @@ class ConversationsStream(Stream):
         )
         account = {}
         for r in latest:
-            found = by_company.get(r["company"]) or by_person.get(r["author_id"] or r["email"])
+            found = (
+                by_company.get(r["company"])
+                or (by_person.get(r["author_id"] or r["email"]) if r["client"] else None)
+                or next((by_person[c] for c in r["contacts"] if c in by_person), None)
+            )
             if found:
                 account[r["id"]] = found
         unmatched = [
-            Candidate(external_id=r["id"], domain=r["email"], name=r["subject"] or r["email"] or r["id"])
+            Candidate(
+                external_id=r["id"],
+                domain=r["email"] if r["client"] else "",
+                name=r["subject"] or r["email"] or r["id"],
+            )
             for r in latest
             if r["id"] not in account
         ]

@@ -79,10 +79,13 @@ class IntercomFake(FakeProvider):
         at: int | None = None,
         last_contact_reply_at: int | None = None,
         author_company_id: str | None = None,
+        contact_ids: tuple[str, ...] = (),
     ) -> dict:
         created = at if at is not None else next(self._clock)
         conversation_id = str(next(self._ids))
         author = {"type": author_type, "id": f"{next(self._ids):024x}", "name": name, "email": email}
+        if author_type in ("user", "lead") and not contact_ids:
+            contact_ids = (author["id"],)  # the contact who wrote is the conversation's contact
         if author_company_id:
             author["company_id"] = author_company_id
         conversation = {
@@ -112,7 +115,10 @@ class IntercomFake(FakeProvider):
                 "url": None,
                 "redacted": False,
             },
-            "contacts": {"type": "contact.list", "contacts": []},
+            "contacts": {
+                "type": "contact.list",
+                "contacts": [{"type": "contact", "id": c, "external_id": None} for c in contact_ids],
+            },
             "teammates": {"type": "admin.list", "teammates": []},
             "custom_attributes": {},
             "first_contact_reply": None,

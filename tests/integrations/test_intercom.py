@@ -253,7 +253,44 @@ def test_an_expired_scroll_is_started_again_from_the_top(org, fake, waits):
     assert len(unmatched(org)) == 60
 
 
+def test_a_conversation_a_teammate_started_lands_on_the_account_of_its_contact(org, fake):
+    make_account(org, external_id="ACME", domain="acme.example")
+    written = fake.add_conversation(email="jane@acme.example", subject="Help")
+    contact = written["source"]["author"]["id"]
+    outreach = fake.add_conversation(
+        author_type="admin", email="csm@vendor.example", subject="Check-in", contact_ids=(contact,)
+    )
+    stranger = fake.add_conversation(
+        author_type="admin", email="csm@vendor.example", subject="Cold", contact_ids=("x",)
+    )
+
+    run = sync(org, connect(org, fake))
+
+    assert run.status == "succeeded", run.error
+    assert activities(org) == {
+        f"intercom-conv-{written['id']}": ("ACME", "client", written["created_at"]),
+        f"intercom-conv-{outreach['id']}": ("ACME", "vendor", outreach["created_at"]),
+    }
+    assert unmatched(org) == {stranger["id"]: ("conversations", "Cold", "")}  # never the teammate's domain
+
+
 # --- faults ---------------------------------------------------------------------------------------
+
+
+def test_a_scroll_broken_by_a_server_error_is_started_again(org, fake, waits):
+    for n in range(60):
+        fake.add_company(name=f"Co {n}", company_id=f"C{n}")
+    fake.fail(
+        Reply(500, error_body("server_error", "Request failed due to an internal network error")),
+        times=5,
+        when=lambda r: r.path == "/companies/scroll" and "scroll_param" in r.query and fake.expire(),
+    )
+
+    run = sync(org, connect(org, fake))
+
+    assert run.status == "succeeded", run.error
+    assert waits[-1] == 65.0
+    assert len(unmatched(org)) == 60
 
 
 def test_a_429_waits_until_the_reset_time_then_succeeds(org, fake, waits):
