@@ -164,6 +164,24 @@ def test_request_limit_exceeded_is_a_partial_run_that_resumes_next_run(org, fake
     assert counts(org) == (3, 2, 2)
 
 
+def test_an_expired_query_locator_is_queried_again_from_the_saved_since(org, fake):
+    seed(fake)
+    connection = connect(org, fake)
+    limit = Reply(403, sf_error("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."))
+    fake.fail(limit, when=lambda r: r.path.startswith(f"{QUERY}/"))
+    assert sync(org, connection).status == "partial"
+    expired = Reply(400, sf_error("INVALID_QUERY_LOCATOR", "invalid query locator"))
+    fake.fail(expired, when=lambda r: r.path == f"{QUERY}/01g0-2")
+    mark = len(fake.requests)
+
+    run = sync(org, connection)
+
+    assert run.status == "succeeded", run.error
+    again = fake.requests[mark + 1]
+    assert again.path == QUERY and "WHERE SystemModstamp > 2026-03-01T10:02:00Z" in again.query["q"]
+    assert counts(org) == (3, 2, 2)
+
+
 def test_a_5xx_storm_fails_the_run_keeping_earlier_pages_and_the_next_run_completes(org, fake, waits):
     seed(fake)
     connection = connect(org, fake)
