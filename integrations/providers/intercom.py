@@ -83,8 +83,9 @@ def explain(status: int, body: str) -> str:
     return f"Intercom rejected the request ({status}{', ' + codes if codes else ''}): {message or 'no details'}"
 
 
-def _scroll_trouble(error: ProviderError, body_codes: str) -> bool:
-    text = f"{body_codes} {error}".lower()
+def _scroll_trouble(error: ProviderError) -> bool:
+    """Intercom's answer names the scroll (scroll_exists, scroll_param_not_found, "scroll expired")."""
+    text = str(error).lower()
     return "scroll" in text and ("exist" in text or "expired" in text or "invalid" in text or "not found" in text)
 
 
@@ -162,7 +163,7 @@ class CompaniesStream(Stream):
             try:
                 body = client.json("GET", "/companies/scroll", params=params)
             except ProviderError as error:
-                if error.status in (400, 404, 409, 410) and _scroll_trouble(error, ""):
+                if error.status in (400, 404, 409, 410) and _scroll_trouble(error):
                     raise ScrollUnavailable(str(error), status=error.status) from error
                 if error.status and error.status >= 500 and scroll_param:
                     # Intercom's advice for a scroll hit by an internal error: start it again.
