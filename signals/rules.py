@@ -74,15 +74,19 @@ class Thresholds:
 # --- formatting -------------------------------------------------------------------------------
 
 
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def day_label(value, today: pd.Timestamp) -> str:
-    """'3 Nov', or '3 Nov 2025' when not in D's year."""
-    value = pd.Timestamp(value)
-    text = f"{value.day} {value.strftime('%b')}"
+    """'3 Nov', or '3 Nov 2025' when not in D's year (a date or Timestamp, called once per signal)."""
+    text = f"{value.day} {MONTHS[value.month - 1]}"
     return text if value.year == today.year else f"{text} {value.year}"
 
 
 def iso(value) -> str | None:
-    return None if pd.isna(value) else pd.Timestamp(value).strftime("%Y-%m-%d")
+    if value is None or value != value:  # None, NaT or NaN
+        return None
+    return f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
 
 
 def money(amount: float, currency: str) -> str:
