@@ -176,8 +176,8 @@ def latest_scored_day(*, org) -> date | None:
         return cursor.fetchone()[0]
 
 
-# ARR on a date is the latest ArrChange on or before it; an account without any history falls
-# back to its current ARR from its creation (local date) on; churned on or before the date means 0.
+# ARR on a date is the latest ArrChange on or before it; an account without any history up to the
+# window's end falls back to its current ARR from its creation (local date) on; churned on or before the date means 0.
 # The retention cohort is the accounts with ARR above 0 at the start of the window. The silent
 # figures count a condition while it holds (cleared_on IS NULL), whether or not a CSM has marked it
 # done or snoozed it: the leader asks how many accounts are silent, not what is left on a list.
@@ -191,7 +191,7 @@ GROUPED_SQL = """
                (array_agg(c.arr ORDER BY c.effective_date DESC) FILTER (WHERE c.effective_date <= %(end)s))[1]::float8
                    AS arr_end
         FROM accounts_arrchange c
-        WHERE c.org_id = %(org)s
+        WHERE c.org_id = %(org)s AND c.effective_date <= %(end)s
         GROUP BY c.account_id
     ),
     per_account AS (
