@@ -96,10 +96,13 @@ def nightly_run(*, org, day: date, sync: bool = True) -> NightlyRun:
                 counts.update(triage_build(org=org, day=day, accounts=frames.accounts))
         with _stage("notify", timings):
             notify_hook(org=org, day=day, counts=counts)
-    except StageFailed as failure:
+    except Exception as error:
+        failure = error if isinstance(error, StageFailed) else StageFailed("run", error)
         log.exception("nightly run of %s for %s: %s", org.slug, day, failure)
         with tenant(org):
             nightly_record_failure(org=org, run=run, timings=timings, counts=counts, error=str(failure))
-        raise
+        if failure is error:
+            raise
+        raise failure from error
     with tenant(org):
         return nightly_record_finish(org=org, run=run, timings=timings, counts=counts)
