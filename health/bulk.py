@@ -49,7 +49,10 @@ def read_frame(sql: str, params: dict, columns: list[tuple[str, str]]) -> pd.Dat
         elif kind == "ts":
             frame[name] = pd.to_datetime(frame[name], unit="us", utc=True)
         elif kind == "day":
-            frame[name] = pd.to_datetime(frame[name], unit="D")
+            days = frame[name]
+            # Through int64 days: pandas' float path (unit="D") can overflow on columns with nulls.
+            values = days.fillna(0).astype("int64").to_numpy().astype("datetime64[D]").astype("datetime64[ns]")
+            frame[name] = pd.Series(values, index=frame.index).where(days.notna())
     return frame
 
 

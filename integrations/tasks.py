@@ -19,5 +19,5 @@ def sync_connection_task(org_id: int, connection_id: int, trigger: str = "manual
     if trigger == "first" and run.status != "failed":
         from signals.pipeline import nightly_run
 
-        nightly_run(org=org, day=timezone.now().astimezone(org.tz).date())
+        nightly_run(org=org, day=timezone.now().astimezone(org.tz).date(), sync=False)
     return run.status

@@ -29,12 +29,14 @@ class Command(BaseCommand):
     def handle(self, *args, addr, no_serve, **options):
         call_command("migrate", verbosity=0)
         for slug, name, tz, accounts, seed in DEMO_ORGS:
-            if Organization.objects.filter(slug=slug).exists():
+            org = Organization.objects.filter(slug=slug).first()
+            if org is not None and self._has_accounts(org):
                 self.stdout.write(f"Reusing organization {slug}; refreshing today's nightly run.")
-                call_command("run_nightly", org=slug)
+                call_command("run_nightly", "--org", slug)
                 continue
             self.stdout.write(f"Creating organization {slug} with {accounts} accounts…")
-            call_command("demo_data", org=slug, accounts=accounts, seed=seed, name=name, timezone=tz)
+            # --replace also mends an organization left empty by an interrupted first demo.
+            call_command("demo_data", org=slug, accounts=accounts, seed=seed, name=name, timezone=tz, replace=True)
             call_command("backfill", org=slug, days=30)
         # One person in both organizations shows the organization switcher.
         from accounts.services import member_add
@@ -44,6 +46,14 @@ class Command(BaseCommand):
         if no_serve:
             return
         self._serve(addr)
+
+    @staticmethod
+    def _has_accounts(org) -> bool:
+        from accounts.models import Account
+        from csm.tenancy import tenant
+
+        with tenant(org):
+            return Account.objects.filter(org=org).exists()
 
     def _serve(self, addr: str) -> None:
         python = sys.executable
