@@ -196,7 +196,9 @@ GROUPED_SQL = """
     ),
     per_account AS (
         SELECT a.csm_id, a.stage, a.tier, a.arr::float8 AS arr, a.churned_on, h.band, h.delta,
-               s.account_id IS NOT NULL AS silent,
+               a.id IN (SELECT account_id FROM signals_signal
+                        WHERE org_id = %(org)s AND type = 'silent_account' AND entity_key = '' AND cleared_on IS NULL)
+                   AS silent,
                CASE WHEN a.churned_on <= %(start)s THEN 0
                     WHEN history.account_id IS NOT NULL THEN coalesce(history.arr_start, 0)
                     WHEN a.created_at < %(start_ends)s THEN a.arr::float8
@@ -209,9 +211,6 @@ GROUPED_SQL = """
                     THEN a.go_live_date - a.contract_start END AS ttv_days
         FROM accounts_account a
         LEFT JOIN health_healthscore h ON h.org_id = a.org_id AND h.account_id = a.id AND h.date = %(day)s
-        LEFT JOIN signals_signal s
-            ON s.org_id = a.org_id AND s.account_id = a.id AND s.type = 'silent_account' AND s.entity_key = ''
-           AND s.cleared_on IS NULL
         LEFT JOIN history ON history.account_id = a.id
         WHERE a.org_id = %(org)s
     )
