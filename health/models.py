@@ -24,7 +24,9 @@ class HealthModel(models.Model):
     gates = models.JSONField(default=dict)
     stale_after_days = models.PositiveSmallIntegerField(default=DEFAULT_STALE_AFTER_DAYS)
     created_at = models.DateTimeField(auto_now_add=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["org", "version"], name="healthmodel_org_version")]
