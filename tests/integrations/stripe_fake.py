@@ -13,14 +13,13 @@ import fnmatch
 import functools
 import itertools
 import json
-import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from tests.integrations.fake_server import FakeProvider, FakeRequest, Reply
+from tests.integrations.specs import PROVIDER_SPECS
 
-SPECS = Path(os.environ.get("VIGIL_PROVIDER_SPECS", "/work/shared/provider-specs")) / "stripe"
+SPECS = PROVIDER_SPECS / "stripe"
 KEY = "rk_test_51VigilFakeRestrictedKey0000000000000000"
 DAY = 86400
 

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -22,14 +21,11 @@ from integrations.sync import connection_sync, connector_for
 from tests.factories import make_account, make_org
 from tests.integrations.fake_server import Reply
 from tests.integrations.intercom_fake import APP_NAME, TOKEN, IntercomFake, error_body
+from tests.integrations.specs import PROVIDER_SPECS
 
 pytestmark = pytest.mark.django_db
 
-SPEC = (
-    Path(os.environ.get("VIGIL_PROVIDER_SPECS", "/work/shared/provider-specs"))
-    / "intercom"
-    / ("api.intercom.io.2.14.yaml")
-)
+SPEC = PROVIDER_SPECS / "intercom" / "api.intercom.io.2.14.yaml"
 
 
 @pytest.fixture(autouse=True)

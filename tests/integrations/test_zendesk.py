@@ -8,7 +8,6 @@ import sys
 import time
 from datetime import date, datetime
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 import yaml
@@ -23,11 +22,12 @@ from integrations.services import connection_save
 from integrations.sync import connection_sync, connector_for
 from tests.factories import make_account, make_org
 from tests.integrations.fake_server import Reply
+from tests.integrations.specs import PROVIDER_SPECS
 from tests.integrations.zendesk_fake import EMAIL, TOKEN, ZendeskFake, encode, errors_body
 
 pytestmark = pytest.mark.django_db
 
-SPEC = Path(os.environ.get("VIGIL_PROVIDER_SPECS", "/work/shared/provider-specs")) / "zendesk" / "oas.yaml"
+SPEC = PROVIDER_SPECS / "zendesk" / "oas.yaml"
 TICKETS = "/api/v2/incremental/tickets/cursor.json"
 ORGANIZATIONS = "/api/v2/incremental/organizations.json"
 
