@@ -3,6 +3,9 @@
 Tests then run exactly as the web app and workers do, with Row Level Security in force.
 """
 
+import base64
+import os
+
 import pytest
 from django.conf import settings
 from django.db import connections
@@ -61,3 +64,13 @@ def _dev_credential_keys() -> str:
     from integrations.credentials import _dev_key_file
 
     return _dev_key_file()
+
+
+_TEST_CREDENTIAL_KEY = base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
+@pytest.fixture(autouse=True)
+def credential_keys(settings):
+    """Tests run with DEBUG off, where a credential key must be configured: give them one."""
+    if not settings.VIGIL_CREDENTIAL_KEYS:
+        settings.VIGIL_CREDENTIAL_KEYS = _TEST_CREDENTIAL_KEY

@@ -111,3 +111,19 @@ def test_csm_is_refused_settings(page, live_server, screenshot):
     assert response.status == 403
     expect(page.get_by_role("heading", name="Not allowed")).to_be_visible()
     screenshot()
+
+
+def test_admin_sets_up_a_connection_through_the_page(page, live_server, screenshot):
+    org = make_org("acme")
+    make_member(org, role="admin", email="admin@acme.example")
+    sign_in(page, live_server, "admin@acme.example")
+    page.get_by_role("link", name="Integrations").click()
+    card = page.locator("section.integration", has_text="Product usage")
+    card.get_by_label("Shared secret").fill("a-very-long-shared-secret-for-signing-events-0123")
+    card.get_by_role("button", name="Connect Product usage").click()
+    expect(page.get_by_text("connection saved")).to_be_visible()
+    card = page.locator("section.integration", has_text="Product usage")
+    card.get_by_role("button", name="Test connection").click()
+    expect(card.get_by_text("Ready: POST events to /intake/acme/v1/batch", exact=False)).to_be_visible()
+    assert "a-very-long-shared-secret" not in page.content()
+    screenshot()
