@@ -20,6 +20,7 @@ GROUPS = (
     ("proactive", "Proactive work"),
 )
 TREND_DAYS = 30
+PAGE_SIZE = 100
 
 
 @dataclass
@@ -103,13 +104,14 @@ def morning_scope(*, membership: Membership, csm_id: int | None) -> dict:
     return {"account__csm_id": csm_id} if csm_id else {}
 
 
-def morning_items(*, org, day: date | None, scope: dict) -> list[MorningItem]:
-    """The ranked items of the day whose signals are still open, grouped data included."""
+def morning_items(*, org, day: date | None, scope: dict, limit: int = PAGE_SIZE) -> tuple[list[MorningItem], int]:
+    """The first `limit` ranked items of the day whose signals are still open, and how many there are."""
     if day is None:
-        return []
-    triage = list(
-        TriageItem.objects.filter(org=org, date=day, **scope).select_related("account", "account__csm").order_by("rank")
-    )
+        return [], 0
+    ranked = TriageItem.objects.filter(org=org, date=day, **scope)
+    # Best first and bounded: a leader's "all CSMs" view of a large organization stays fast.
+    triage = list(ranked.select_related("account", "account__csm").order_by("rank")[:limit])
+    total = ranked.count() if len(triage) == limit else len(triage)
     wanted = [signal_id for item in triage for signal_id in item.signal_ids]
     open_signals = {
         s.pk: s
@@ -121,7 +123,7 @@ def morning_items(*, org, day: date | None, scope: dict) -> list[MorningItem]:
         if signals:
             items.append(MorningItem(entry.rank, entry.group, entry.reasons, entry.account, signals))
     _attach_health(org=org, day=day, items=items)
-    return items
+    return items, total
 
 
 def _attach_health(*, org, day: date, items: list[MorningItem]) -> None:

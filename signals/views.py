@@ -13,7 +13,7 @@ from django.views.generic import TemplateView
 from accounts.models import Account, Role
 from csm.tenancy import OrgViewMixin
 from signals.models import Signal, SignalStatus
-from signals.morning import csm_choices, freshness, grouped, morning_items, morning_scope
+from signals.morning import PAGE_SIZE, csm_choices, freshness, grouped, morning_items, morning_scope
 from signals.services import signal_done, signal_snooze
 
 SNOOZE_CHOICES = ((1, "1 day"), (3, "3 days"), (7, "1 week"))
@@ -25,20 +25,27 @@ class MorningView(OrgViewMixin, TemplateView):
     def get_context_data(self, **kwargs):
         csm_id = self._csm_filter()
         fresh = freshness(org=self.org)
-        items = morning_items(
-            org=self.org, day=fresh.day, scope=morning_scope(membership=self.membership, csm_id=csm_id)
+        shown = PAGE_SIZE * self._pages()
+        items, total = morning_items(
+            org=self.org, day=fresh.day, scope=morning_scope(membership=self.membership, csm_id=csm_id), limit=shown
         )
         can_pick_csm = self.membership.role in (Role.ADMIN, Role.LEADER)
         return super().get_context_data(
             fresh=fresh,
             groups=grouped(items),
-            item_count=len(items),
+            item_count=total,
+            shown_count=len(items),
+            more_pages=self._pages() + 1 if total > shown else None,
             new_count=sum(1 for item in items if item.has_new),
             csms=csm_choices(org=self.org) if can_pick_csm else [],
             csm_id=csm_id,
             snooze_choices=SNOOZE_CHOICES,
             **kwargs,
         )
+
+    def _pages(self) -> int:
+        raw = self.request.GET.get("pages", "1")
+        return min(int(raw), 100) if raw.isdigit() and int(raw) > 0 else 1
 
     def _csm_filter(self) -> int | None:
         raw = self.request.GET.get("csm", "")

@@ -164,3 +164,19 @@ def test_a_failed_source_is_named_with_its_reason(client):
     page = client.get(reverse("morning", args=[org.slug])).content.decode()
     assert "Zendesk sync failed" in page and "refused the e-mail and API token (401)" in page
     assert "HubSpot: 0" in page  # its age, "0 minutes ago"
+
+
+def test_a_long_list_shows_its_best_items_first_with_a_way_to_see_more(client, monkeypatch):
+    from signals import views
+
+    monkeypatch.setattr(views, "PAGE_SIZE", 3)
+    org = make_org()
+    csm = make_member(org, role="csm")
+    for rank in range(1, 6):
+        publish(org, make_account(org, name=f"Rank {rank} Co", csm=csm), rank=rank)
+    client.force_login(csm)
+    first = client.get(reverse("morning", args=[org.slug])).content.decode()
+    assert "Rank 3 Co" in first and "Rank 4 Co" not in first
+    assert "Showing the first 3 of 5" in first and "pages=2" in first
+    more = client.get(reverse("morning", args=[org.slug]), {"pages": "2"}).content.decode()
+    assert "Rank 5 Co" in more and "Show more" not in more
