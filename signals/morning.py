@@ -20,7 +20,7 @@ GROUPS = (
     ("proactive", "Proactive work"),
 )
 TREND_DAYS = 30
-PAGE_SIZE = 100
+PAGE_SIZE = 50
 
 
 @dataclass

@@ -5,6 +5,7 @@ from datetime import timedelta
 from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.views import View
@@ -29,6 +30,15 @@ class MorningView(OrgViewMixin, TemplateView):
         items, total = morning_items(
             org=self.org, day=fresh.day, scope=morning_scope(membership=self.membership, csm_id=csm_id), limit=shown
         )
+        # Reverse each route once: the list repeats these links for every item.
+        links = {
+            name: reverse(name, args=[self.org.slug, 0, *extra]).replace("/0/", "/{}/")
+            for name, extra in (("account-detail", ()), ("triage-action", ("done",)))
+        }
+        for item in items:
+            item.account_url = links["account-detail"].format(item.account.pk)
+            item.done_url = links["triage-action"].format(item.account.pk)
+            item.snooze_url = item.done_url.removesuffix("done/") + "snooze/"
         can_pick_csm = self.membership.role in (Role.ADMIN, Role.LEADER)
         return super().get_context_data(
             fresh=fresh,
