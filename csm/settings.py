@@ -116,6 +116,26 @@ else:
     REDIS_URL = embedded.redis_url()
 
 CELERY_BROKER_URL = REDIS_URL
+
+
+def cache_url(broker_url: str) -> str:
+    """The same Redis as the broker, database 1: `redis+socket:///path` (kombu) → `unix:///path?db=1`."""
+    if broker_url.startswith("redis+socket://"):
+        return "unix://" + broker_url.removeprefix("redis+socket://").split("?")[0] + "?db=1"
+    scheme, _, rest = broker_url.partition("://")
+    server = rest.split("?")[0].split("/")[0]
+    return f"{scheme}://{server}/1"
+
+
+# Shared by the web processes and the workers: the nightly run leaves the Portfolio's figures here
+# for every web process, where a per-process cache would make each one compute them again.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": os.environ.get("CACHE_URL") or cache_url(REDIS_URL),
+        "KEY_PREFIX": "vigil",
+    }
+}
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"

@@ -8,6 +8,7 @@ and the metrics are then computed from those two frames in pandas, so a filter c
 the accounts; and the frames are cached under a key that changes with the data (see STATE_SQL).
 """
 
+import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from functools import cached_property
@@ -21,6 +22,9 @@ from django.db import connection
 from django.utils import timezone
 
 from accounts.models import Stage
+from csm.tenancy import tenant
+
+log = logging.getLogger(__name__)
 
 # A score change of at least this many points overnight makes an account a mover (both ways).
 MOVER_POINTS = 10
@@ -381,8 +385,13 @@ def top_movers(movers: pd.DataFrame) -> dict[int | None, list[Mover]]:
     return top
 
 
-def organization_frames(*, org, today: date | None = None) -> tuple[date | None, date, pd.DataFrame, pd.DataFrame]:
-    """The latest scored day, the as-of date, and the grouped and movers frames (cached)."""
+def organization_frames(
+    *, org, today: date | None = None, refresh: bool = False
+) -> tuple[date | None, date, pd.DataFrame, pd.DataFrame]:
+    """The latest scored day, the as-of date, and the grouped and movers frames (cached).
+
+    `refresh` computes them even when cached: the nightly run primes the cache this way.
+    """
     with connection.cursor() as cursor:
         cursor.execute(STATE_SQL, {"org": org.pk})
         day, accounts_state, runs_state = cursor.fetchone()
@@ -390,7 +399,7 @@ def organization_frames(*, org, today: date | None = None) -> tuple[date | None,
     key = (
         "portfolio:" + sha1(f"{org.pk}|{org.timezone}|{day}|{as_of}|{accounts_state}|{runs_state}".encode()).hexdigest()
     )
-    cached = cache.get(key)
+    cached = None if refresh else cache.get(key)
     if cached is None:
         grouped = grouped_accounts(org=org, day=day, start=one_year_before(as_of), end=as_of)
         cached = (grouped, movers_frame(org=org, day=day))
@@ -413,3 +422,14 @@ def portfolio(*, org, filters: PortfolioFilters, today: date | None = None) -> P
     metrics.silent_accounts, metrics.active_accounts = total.silent, total.accounts
     tiers = sorted(tier for tier in frame["tier"].unique() if tier)
     return Portfolio(day=day, as_of=as_of, total=total, by_csm=by_csm, by_stage=by_stage, metrics=metrics, tiers=tiers)
+
+
+def portfolio_prime(*, org) -> None:
+    """Compute the organization's figures into the shared cache, so the first leader of the morning
+    finds the Portfolio ready. Run by the worker after each nightly run and sync; a cache that is
+    down costs the page its speed, never the run its result."""
+    try:
+        with tenant(org):
+            organization_frames(org=org, refresh=True)
+    except Exception:
+        log.exception("could not prime the Portfolio figures of %s", org.slug)

@@ -5,6 +5,7 @@ from django.utils import timezone
 
 from accounts.models import Organization
 from csm.tenancy import tenant
+from health.portfolio import portfolio_prime
 from integrations.models import Connection
 from integrations.sync import connection_sync
 
@@ -20,4 +21,6 @@ def sync_connection_task(org_id: int, connection_id: int, trigger: str = "manual
         from signals.pipeline import nightly_run
 
         nightly_run(org=org, day=timezone.now().astimezone(org.tz).date(), sync=False)
+    elif run.status != "failed":
+        portfolio_prime(org=org)  # the accounts may have changed: have the figures ready again
     return run.status

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from datetime import date, timedelta
 
 from csm.tenancy import tenant
+from health.portfolio import portfolio_prime
 from health.scoring import localize
 from health.selectors import health_model_current, org_frames, scores_frame
 from health.services import health_model_ensure, health_scores_compute
@@ -64,10 +65,11 @@ def _stage(name: str, timings: dict):
         timings[name] = round(time.perf_counter() - started, 3)
 
 
-def nightly_run(*, org, day: date, sync: bool = True) -> NightlyRun:
+def nightly_run(*, org, day: date, sync: bool = True, prime: bool = True) -> NightlyRun:
     """Run the whole pipeline for (org, D) and record it; raises StageFailed after recording a failure.
 
-    `sync=False` skips pulling the sources (a backfill replays history already pulled).
+    `sync=False` skips pulling the sources (a backfill replays history already pulled). `prime`
+    leaves the Portfolio's figures in the shared cache once the run has finished.
     """
     with tenant(org):
         run = nightly_record_start(org=org, day=day)
@@ -105,4 +107,7 @@ def nightly_run(*, org, day: date, sync: bool = True) -> NightlyRun:
             raise
         raise failure from error
     with tenant(org):
-        return nightly_record_finish(org=org, run=run, timings=timings, counts=counts)
+        run = nightly_record_finish(org=org, run=run, timings=timings, counts=counts)
+    if prime:
+        portfolio_prime(org=org)
+    return run

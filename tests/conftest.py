@@ -70,6 +70,14 @@ _TEST_CREDENTIAL_KEY = base64.urlsafe_b64encode(os.urandom(32)).decode()
 
 
 @pytest.fixture(autouse=True)
+def empty_cache():
+    """The cache is the shared Redis one: each test starts without what another left there."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def credential_keys(settings):
     """Tests run with DEBUG off, where a credential key must be configured: give them one."""
     if not settings.VIGIL_CREDENTIAL_KEYS:

@@ -203,3 +203,40 @@ def test_figures_follow_an_import_and_a_nightly_run_despite_the_cache(client):
             org=org, run_date=DAY, status="succeeded", started_at=timezone.now(), finished_at=timezone.now()
         )
     assert portfolio_of(client, org)[0].total.silent == 1  # ...which the page sees once it finishes
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_nightly_run_leaves_the_figures_ready_in_the_shared_cache_for_the_first_leader(client, subprocess_env):
+    import subprocess
+    import sys
+
+    from django.conf import settings as django_settings
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    org = make_org("primed")
+    ana = make_member(org, role="csm")
+    for n in range(3):
+        make_account(org, csm=ana, arr=1_000 * (n + 1))
+    # The run is another process, as a Celery worker is: only a cache they share can carry the figures.
+    done = subprocess.run(
+        [sys.executable, "manage.py", "run_nightly", "--org", org.slug, "--date", "2026-11-20", "--no-sync"],
+        cwd=django_settings.BASE_DIR,
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    client.force_login(make_member(org, role="leader"))
+    with CaptureQueriesContext(connection) as queries:
+        page, _ = portfolio_of(client, org)
+    assert page.total.accounts == 3 and page.total.arr == 6_000
+    assert not [q for q in queries.captured_queries if "GROUP BY csm_id, stage, tier" in q["sql"]]
+
+    from django.core.cache import cache
+
+    cache.clear()  # without the primed figures the same page computes them itself
+    with CaptureQueriesContext(connection) as queries:
+        assert portfolio_of(client, org)[0].total.accounts == 3
+    assert [q for q in queries.captured_queries if "GROUP BY csm_id, stage, tier" in q["sql"]]

@@ -26,7 +26,8 @@ class Command(BaseCommand):
             day = last - timedelta(days=offset)
             try:
                 # No sync: the sources hold today's data already, and pulling them 90 times adds nothing.
-                run = nightly_run(org=org, day=day, sync=False)
+                # The Portfolio shows the latest day: its figures are worth preparing once, at the end.
+                run = nightly_run(org=org, day=day, sync=False, prime=offset == 0)
             except StageFailed as failure:
                 raise CommandError(f"Backfill of {org.slug} stopped at {day} — {failure}") from failure
             if options["verbosity"] >= 1:
