@@ -126,3 +126,23 @@ def test_two_requests_on_one_reused_connection_never_share_a_tenant(client):
     client.force_login(make_member(org_b, role="admin"))
     assert client.get(reverse("morning", args=["beta"])).status_code == 200
     assert client.get(reverse("morning", args=["alpha"])).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "role, shown",
+    [
+        ("csm", ["Morning", "Accounts"]),
+        ("am", ["Morning", "Accounts", "Revenue"]),
+        ("leader", ["Morning", "Accounts", "Portfolio", "Revenue"]),
+        ("admin", ["Morning", "Accounts", "Portfolio", "Revenue", "Integrations", "Settings"]),
+    ],
+)
+def test_the_navigation_shows_each_role_the_pages_it_may_open(client, role, shown):
+    org = make_org("acme")
+    client.force_login(make_member(org, role=role))
+    html = client.get(reverse("morning", args=[org.slug])).content.decode()
+    nav = html[html.index('<nav class="mainnav"') : html.index("</nav>")]
+    assert re.findall(r"<a [^>]*>([^<]+)</a>", nav) == shown
+    for label, name in (("Portfolio", "portfolio"), ("Revenue", "revenue"), ("Settings", "settings")):
+        allowed = client.get(reverse(name, args=[org.slug])).status_code == 200
+        assert allowed == (label in shown), (role, label)
