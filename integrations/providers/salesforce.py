@@ -4,15 +4,24 @@ Each object is read with incremental SOQL on `SystemModstamp` (the field Salesfo
 write, system ones included), oldest first, following `nextRecordsUrl` page by page. The cursor per
 stream is {"since": newest SystemModstamp saved, "next": the nextRecordsUrl still to read or null}.
 
+The first pull of a large object (`SELECT COUNT()` at or above BULK_THRESHOLD) goes through a Bulk API
+2.0 query job instead: one job exports the whole object as CSV, read page by page with the results'
+`Sforce-Locator`. The cursor meanwhile also holds {"bulk": {"job": id, "locator": next results page}},
+so a stopped run resumes at the saved page; a job whose results are gone (Salesforce deletes finished
+jobs after 7 days) is started again, which is harmless because records are upserted. After the last
+page the cursor is the plain {"since", "next"} one and later runs are incremental SOQL.
+
 Tokens: the access token expires; on 401 INVALID_SESSION_ID the client gets a new one ONCE (refresh
 token from the web-server flow, or a JWT bearer assertion for server-to-server) and stores it with
 `connection_save`, which merges it into the saved secrets.
 
 Account owners become CSMs through the relationship field `Owner.Email` read with the account, so
-no table of Salesforce users is needed. Bulk API 2.0 is not used: the first pull pages through SOQL.
+no table of Salesforce users is needed.
 """
 
 import base64
+import csv
+import io
 import json
 import time
 from datetime import UTC, date, datetime
@@ -37,6 +46,15 @@ DEFAULT_ARR_FIELD = "Amount"
 DEFAULT_RENEWAL_FIELD = "CloseDate"
 DEFAULT_WON_STAGE = "Closed Won"
 JWT_LIFETIME = 180  # seconds; Salesforce accepts an assertion whose exp is at most 3 minutes ahead
+QUERY_PATH = f"/services/data/{API_VERSION}/query"
+JOBS_PATH = f"/services/data/{API_VERSION}/jobs/query"
+# Salesforce designs Bulk API 2.0 query for results of 10,000 records or more; below that, paged SOQL
+# finishes sooner and spends none of the org's daily bulk query jobs.
+BULK_THRESHOLD = 10_000
+BULK_PAGE_RECORDS = 50_000  # maxRecords per results page: one page is one transaction
+BULK_FIRST_POLL = 2.0  # seconds; doubling up to BULK_POLL_CAP between status checks
+BULK_POLL_CAP = 30.0
+BULK_MAX_WAIT = 900.0  # seconds one run waits for a job; the next run picks the same job up
 
 RECONNECT = "Salesforce rejected the saved authorization: reconnect Salesforce from the Integrations page"
 LIMIT_MESSAGE = (
@@ -136,6 +154,11 @@ def token_request(*, login_url: str, data: dict) -> dict:
     return body
 
 
+class BulkJobRunning(RateLimited):
+    """The bulk query job is still running when this run stops waiting: like a rate limit, the run is
+    partial and the next one resumes the same job from the saved cursor."""
+
+
 # --- the client: refresh once on an expired session, REQUEST_LIMIT_EXCEEDED as a rate limit ----------
 
 
@@ -187,8 +210,15 @@ class SoqlStream(Stream):
         where = f" WHERE SystemModstamp > {soql_datetime(since)}" if since else ""
         return f"SELECT {', '.join(self.query_fields())} FROM {self.object_name}{where} ORDER BY SystemModstamp ASC"
 
+    def bulk_soql(self) -> str:
+        # No WHERE (the whole object) and no ORDER BY: Bulk API 2.0 rejects it or loses PK chunking.
+        return f"SELECT {', '.join(self.query_fields())} FROM {self.object_name}"
+
     def read(self, client: ProviderClient, cursor: Any):
         state = dict(cursor or {"since": None, "next": None})
+        if state.get("bulk") or (not state.get("since") and not state.get("next") and self.is_large(client)):
+            yield from self.read_bulk(client, state)
+            return
         while True:
             if state.get("next"):
                 try:
@@ -200,11 +230,64 @@ class SoqlStream(Stream):
                     state["next"] = None
                     continue
             else:
-                body = query_page(client, f"/services/data/{API_VERSION}/query", self.soql(state.get("since")))
+                body = query_page(client, QUERY_PATH, self.soql(state.get("since")))
             records = body["records"]
             since = max((r["SystemModstamp"] for r in records if r.get("SystemModstamp")), default=state.get("since"))
             done = bool(body["done"]) or not body.get("nextRecordsUrl")
             state = {"since": since, "next": None if done else body["nextRecordsUrl"]}
+            yield Page(records, dict(state), done=done)
+            if done:
+                return
+
+    def is_large(self, client: ProviderClient) -> bool:
+        body = query_page(client, QUERY_PATH, f"SELECT COUNT() FROM {self.object_name}")
+        return int(body.get("totalSize") or 0) >= BULK_THRESHOLD
+
+    def read_bulk(self, client: ProviderClient, state: dict):
+        """The first pull through one Bulk API 2.0 query job, a results page per Page."""
+        started = False
+        while True:
+            bulk = state.get("bulk") or {}
+            if not bulk.get("job"):
+                if started:
+                    raise ProviderError(
+                        f"Salesforce lost the bulk export of {self.object_name} it had just prepared; "
+                        "the data synced before stays, and the next run starts it again"
+                    )
+                started = True
+                bulk = {"job": bulk_job_create(client, self.bulk_soql()), "locator": None}
+                state = {**state, "bulk": bulk}
+                # Saved at once, before the wait: a run that stops while Salesforce works resumes this job.
+                yield Page([], dict(state))
+            if not bulk.get("locator"):
+                job = bulk_job_wait(client, bulk["job"], object_name=self.object_name, sleep=self.connector.sleep)
+                if job is None:  # deleted: expired, or removed by an admin
+                    state = {**state, "bulk": None}
+                    continue
+                if job["state"] != "JobComplete":
+                    # Forget the job so the next run starts a new export, then say why this one stopped.
+                    yield Page([], {"since": None, "next": None})
+                    ended = "was aborted" if job["state"] == "Aborted" else "failed"
+                    raise ProviderError(
+                        f"Salesforce's bulk export of {self.object_name} {ended}: "
+                        f"{job.get('errorMessage') or 'no reason given'}. The data synced before stays, "
+                        "and the next run starts a new export"
+                    )
+            params = {"maxRecords": BULK_PAGE_RECORDS}
+            if bulk.get("locator"):
+                params["locator"] = bulk["locator"]
+            response = bulk_get(client, f"{JOBS_PATH}/{bulk['job']}/results", params=params)
+            if response is None:  # the job's results are gone (Salesforce keeps them 7 days): a new job
+                state = {**state, "bulk": None}
+                continue
+            records = bulk_records(response.content.decode("utf-8"))
+            # Bulk results come in no order: `since` is only the newest seen, used once the export is done.
+            since = max(filter(None, [*(r.get("SystemModstamp") for r in records), state.get("since")]), default=None)
+            locator = response.headers.get("Sforce-Locator") or "null"
+            done = locator == "null"
+            state = {"since": since, "next": None}
+            if not done:
+                state["bulk"] = {"job": bulk["job"], "locator": locator}
             yield Page(records, dict(state), done=done)
             if done:
                 return
@@ -223,6 +306,84 @@ def query_page(client: ProviderClient, path: str, soql: str | None) -> dict:
             "and the next run reads it again"
         )
     return body
+
+
+def bulk_job_create(client: ProviderClient, soql: str) -> str:
+    """POST /jobs/query; returns the new job's id."""
+    body = client.json("POST", JOBS_PATH, json={"operation": "query", "query": soql})
+    if not (isinstance(body, dict) and isinstance(body.get("id"), str) and body["id"]):
+        raise ProviderError(
+            "Salesforce answered a bulk query request with something that is not a job; nothing was saved"
+        )
+    return body["id"]
+
+
+def bulk_get(client: ProviderClient, path: str, **kwargs) -> httpx.Response | None:
+    """GET a job or its results; None when Salesforce no longer has the job (404)."""
+    try:
+        return client.request("GET", path, **kwargs)
+    except ProviderError as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def bulk_job_wait(client: ProviderClient, job_id: str, *, object_name: str, sleep) -> dict | None:
+    """The job's info once it is JobComplete, Failed or Aborted; None if it is gone; raises
+    BulkJobRunning after BULK_MAX_WAIT seconds of waiting."""
+    waited, pause = 0.0, BULK_FIRST_POLL
+    while True:
+        response = bulk_get(client, f"{JOBS_PATH}/{job_id}")
+        if response is None:
+            return None
+        try:
+            job = response.json()
+        except ValueError:
+            job = None
+        if not (isinstance(job, dict) and isinstance(job.get("state"), str)):
+            raise ProviderError(
+                f"Salesforce answered about the bulk export of {object_name} with something that is not a job; "
+                "the next run asks again"
+            )
+        if job["state"] in ("JobComplete", "Failed", "Aborted"):
+            return job
+        if waited >= BULK_MAX_WAIT:
+            raise BulkJobRunning(
+                f"Salesforce is still preparing the bulk export of {object_name} after {waited / 60:.0f} minutes; "
+                "the next run picks up its results"
+            )
+        sleep(pause)
+        waited += pause
+        pause = min(pause * 2, BULK_POLL_CAP)
+
+
+def bulk_records(text: str) -> list[dict]:
+    """Bulk results CSV → records shaped like the REST query's: `Owner.Email` becomes {"Owner": {"Email": …}},
+    an empty cell None, and a lookup whose fields are all empty None (CSV cannot tell null from "")."""
+    records = []
+    for row in csv.DictReader(io.StringIO(text)):
+        record: dict = {}
+        for column, value in row.items():
+            *parents, field = (column or "").split(".")
+            target = record
+            for parent in parents:
+                target = target.setdefault(parent, {})
+            target[field] = value if value != "" else None
+        records.append(_nulls_for_empty_lookups(record))
+    if not all(r.get("Id") for r in records):
+        raise ProviderError(
+            "Salesforce sent bulk results without record ids; nothing from them was saved, and the next run reads "
+            "them again"
+        )
+    return records
+
+
+def _nulls_for_empty_lookups(record: dict) -> dict:
+    for key, value in record.items():
+        if isinstance(value, dict):
+            value = _nulls_for_empty_lookups(value)
+            record[key] = None if all(v is None for v in value.values()) else value
+    return record
 
 
 def members_by_email(org, emails: set[str]) -> dict[str, int]:
@@ -534,6 +695,6 @@ class SalesforceConnector(Connector):
         return [AccountStream(self), ContactStream(self), OpportunityStream(self), TaskStream(self), EventStream(self)]
 
     def test(self, client: ProviderClient) -> str:
-        body = query_page(client, f"/services/data/{API_VERSION}/query", "SELECT COUNT() FROM Account")
+        body = query_page(client, QUERY_PATH, "SELECT COUNT() FROM Account")
         host = urlsplit(str(client.http.base_url)).hostname or "Salesforce"
         return f"Connected to Salesforce at {host}: {body.get('totalSize', 0):,} accounts"

@@ -1,12 +1,23 @@
-"""A local Salesforce: SOQL query results shaped like the REST API's, the OAuth token endpoint, errors.
+"""A local Salesforce: SOQL query results shaped like the REST API's, Bulk API 2.0 query jobs, the OAuth
+token endpoint, errors.
 
 Query answers are {totalSize, done, records: [{attributes: {type, url}, Id, ...}], nextRecordsUrl}
 with nextRecordsUrl = /services/data/v60.0/query/<locator>-<offset>; errors are
 [{"message": ..., "errorCode": ...}] as Salesforce sends them.
+
+Bulk query jobs: POST /jobs/query {"operation": "query", "query": SOQL without WHERE/ORDER BY here}
+answers the job info in state UploadComplete; GET /jobs/query/<id> answers InProgress, then
+JobComplete (or Failed with an errorMessage) after `polls_to_complete` checks; GET
+/jobs/query/<id>/results?maxRecords=N&locator=L answers CSV (quoted, LF, a header row on every page,
+`Owner.Email` columns for relationship fields, empty for null, datetimes as 2026-03-01T10:01:00.000Z)
+with the headers Sforce-NumberOfRecords and Sforce-Locator ("null" on the last page). A job that is
+gone (Salesforce deletes finished jobs after 7 days) answers 404 NOT_FOUND.
 """
 
 import base64
+import csv
 import hashlib
+import io
 import json
 import re
 from urllib.parse import parse_qs
@@ -17,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from tests.integrations.fake_server import FakeProvider, FakeRequest, Reply
 
 API = "/services/data/v60.0"
+JOBS = f"{API}/jobs/query"
 CLIENT_ID = "3MVG9-fake-consumer-key"
 CLIENT_SECRET = "fake-consumer-secret"
 
@@ -41,7 +53,12 @@ class SalesforceFake(FakeProvider):
         self.public_key = None  # set by tests of the JWT bearer flow
         self.issued = 0
         self.queries = 0
+        self.jobs: dict[str, dict] = {}  # bulk query jobs Salesforce still has, by id
+        self.jobs_started: list[str] = []  # every job id ever created, in order
+        self.polls_to_complete = 2  # status checks a job answers before it is JobComplete
+        self.job_errors: dict[str, str] = {}  # object → errorMessage: jobs on it end Failed with it
         self.route("GET", f"{API}/query")(self._query)
+        self.route("POST", JOBS)(self._create_job)
         self.route("POST", "/services/oauth2/token")(self._token)
 
     def add(self, sobject: str, **fields) -> dict:
@@ -70,8 +87,9 @@ class SalesforceFake(FakeProvider):
         if refused:
             return refused
         soql = request.query["q"]
-        if soql == "SELECT COUNT() FROM Account":
-            return Reply(200, {"totalSize": len(self.objects["Account"]), "done": True, "records": []})
+        count = re.fullmatch(r"SELECT COUNT\(\) FROM (\w+)", soql)
+        if count:
+            return Reply(200, {"totalSize": len(self.objects[count.group(1)]), "done": True, "records": []})
         match = re.fullmatch(
             r"SELECT (.+) FROM (\w+)(?: WHERE SystemModstamp > (\S+))? ORDER BY SystemModstamp ASC", soql
         )
@@ -101,6 +119,102 @@ class SalesforceFake(FakeProvider):
             body["nextRecordsUrl"] = next_url
             self.route("GET", next_url)(lambda req, rows=rows, locator=locator: self._more(req, rows, locator))
         return Reply(200, body)
+
+    # --- Bulk API 2.0 query jobs ------------------------------------------------------------------
+
+    def forget_job(self, job_id: str) -> None:
+        """Salesforce deleted the job (7 days after it finished, or an admin did): it answers 404 from now on."""
+        del self.jobs[job_id]
+
+    def _create_job(self, request: FakeRequest) -> Reply:
+        refused = self._authorized(request)
+        if refused:
+            return refused
+        body = request.json()
+        soql = body.get("query", "")
+        match = re.fullmatch(r"SELECT (.+) FROM (\w+)", soql)
+        if body.get("operation") not in ("query", "queryAll") or not match or "(" in match.group(1):
+            return Reply(400, sf_error("INVALIDJOB", f"unsupported bulk query: {soql}"))
+        fields = [f.strip() for f in match.group(1).split(",")]
+        sobject = match.group(2)
+        job_id = f"750R{len(self.jobs_started) + 1:011d}AAA"
+        self.jobs_started.append(job_id)
+        self.jobs[job_id] = {
+            "object": sobject,
+            "query": soql,
+            "state": "UploadComplete",
+            "polls": 0,
+            # The export is a snapshot: later changes to the records do not show in it.
+            "rows": [fields] + [[_csv_cell(record, field) for field in fields] for record in self.objects[sobject]],
+            "error": self.job_errors.get(sobject),
+        }
+        self.route("GET", f"{JOBS}/{job_id}")(self._job_info)
+        self.route("GET", f"{JOBS}/{job_id}/results")(self._job_results)
+        return Reply(200, self._job_body(job_id))
+
+    def _job_body(self, job_id: str) -> dict:
+        job = self.jobs[job_id]
+        body = {
+            "id": job_id,
+            "operation": "query",
+            "object": job["object"],
+            "createdById": "005000000000001AAA",
+            "createdDate": "2026-03-01T12:00:00.000+0000",
+            "systemModstamp": "2026-03-01T12:00:00.000+0000",
+            "state": job["state"],
+            "concurrencyMode": "Parallel",
+            "contentType": "CSV",
+            "apiVersion": 60.0,
+            "lineEnding": "LF",
+            "columnDelimiter": "COMMA",
+        }
+        if job["polls"]:  # the status answer has the processing figures too
+            done = len(job["rows"]) - 1 if job["state"] == "JobComplete" else 0
+            body.update(jobType="V2Query", numberRecordsProcessed=done, retries=0, totalProcessingTime=0)
+        if job["state"] == "Failed":
+            body["errorMessage"] = job["error"]
+        return body
+
+    def _job(self, request: FakeRequest) -> tuple[str, dict | None, Reply | None]:
+        job_id = request.path.removeprefix(f"{JOBS}/").split("/")[0]
+        refused = self._authorized(request)
+        if refused:
+            return job_id, None, refused
+        if job_id not in self.jobs:
+            return job_id, None, Reply(404, sf_error("NOT_FOUND", "The requested resource does not exist"))
+        return job_id, self.jobs[job_id], None
+
+    def _job_info(self, request: FakeRequest) -> Reply:
+        job_id, job, refused = self._job(request)
+        if refused:
+            return refused
+        job["polls"] += 1
+        if job["state"] in ("UploadComplete", "InProgress"):
+            finished = "Failed" if job["error"] else "JobComplete"
+            job["state"] = finished if job["polls"] >= self.polls_to_complete else "InProgress"
+        return Reply(200, self._job_body(job_id))
+
+    def _job_results(self, request: FakeRequest) -> Reply:
+        job_id, job, refused = self._job(request)
+        if refused:
+            return refused
+        if job["state"] != "JobComplete":
+            return Reply(400, sf_error("INVALIDJOBSTATE", f"job {job_id} is {job['state']}, not JobComplete"))
+        header, rows = job["rows"][0], job["rows"][1:]
+        # Salesforce's locators are opaque strings (its example: MTAwMDA); this one is the offset in base64.
+        locator = request.query.get("locator")
+        offset = int(base64.b64decode(locator + "=" * (-len(locator) % 4))) if locator else 0
+        size = int(request.query.get("maxRecords") or len(rows) or 1)
+        chunk = rows[offset : offset + size]
+        following = offset + size
+        next_locator = (
+            base64.b64encode(str(following).encode()).decode().rstrip("=") if following < len(rows) else "null"
+        )
+        text = io.StringIO()
+        csv.writer(text, quoting=csv.QUOTE_ALL, lineterminator="\n").writerows([header, *chunk])
+        return Reply(
+            200, text.getvalue(), headers={"Sforce-Locator": next_locator, "Sforce-NumberOfRecords": str(len(chunk))}
+        )
 
     def _issue(self, **extra) -> Reply:
         self.issued += 1
@@ -157,6 +271,20 @@ class SalesforceFake(FakeProvider):
         return (
             payload.get("iss") == CLIENT_ID and bool(payload.get("sub")) and payload.get("aud") and payload.get("exp")
         )
+
+
+def _csv_cell(record: dict, field: str) -> str:
+    """One cell as Bulk API 2.0 writes it: `Owner.Email` follows the relationship, null is empty."""
+    value = record
+    for part in field.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str) and value.endswith("+0000"):
+        return value.removesuffix("+0000") + "Z"  # datetimes in bulk results are UTC with a Z
+    return str(value)
 
 
 def rsa_key_pair():

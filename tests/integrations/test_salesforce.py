@@ -10,12 +10,21 @@ from accounts.models import Account, Activity, Contact
 from csm.tenancy import tenant
 from integrations import credentials
 from integrations.models import Connection
-from integrations.providers.salesforce import LIMIT_MESSAGE, RECONNECT, SalesforceConnector
+from integrations.providers import salesforce
+from integrations.providers.salesforce import LIMIT_MESSAGE, RECONNECT, SalesforceConnector, bulk_records
 from integrations.services import connection_save
 from integrations.sync import connection_sync
 from tests.factories import make_account, make_member, make_org
 from tests.integrations.fake_server import Reply
-from tests.integrations.salesforce_fake import API, CLIENT_ID, CLIENT_SECRET, SalesforceFake, rsa_key_pair, sf_error
+from tests.integrations.salesforce_fake import (
+    API,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    JOBS,
+    SalesforceFake,
+    rsa_key_pair,
+    sf_error,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -115,7 +124,8 @@ def test_full_sync_pages_through_every_object_and_maps_accounts_owners_opportuni
     assert activities == [("sf-00TA", "ACME", "call"), ("sf-00UA", "sf-001B", "meeting")]
     assert run.unmatched == 1  # the contact without an account
     # Accounts: 3 records at 2 per page = 2 pages, following nextRecordsUrl.
-    assert [r.path for r in fake.requests if "query" in r.path][:2] == [QUERY, f"{QUERY}/01g0-2"]
+    assert [r.path for r in fake.requests if r.path.startswith(QUERY)][:3] == [QUERY, QUERY, f"{QUERY}/01g0-2"]
+    assert fake.requests[0].query["q"] == "SELECT COUNT() FROM Account"  # under the bulk threshold
     cursor = reload(org, connection).cursors["Account"]
     assert cursor == {"since": fake.objects["Account"][-1]["SystemModstamp"], "next": None}
 
@@ -136,6 +146,268 @@ def test_incremental_sync_queries_only_what_changed_since_the_cursor(org, fake):
     assert accounts(org)["sf-001D"].name == "Hooli"
     assert (run.created, run.pages) == (1, 5)  # one new account; one page per object
     assert counts(org) == (4, 2, 2)
+
+
+# --- Bulk API 2.0 for the first pull of large objects --------------------------------------------
+
+
+def large_from(monkeypatch, records: int) -> None:
+    """Objects of `records` or more are read by a bulk job on their first pull, 2 records per results page."""
+    monkeypatch.setattr(salesforce, "BULK_THRESHOLD", records)
+    monkeypatch.setattr(salesforce, "BULK_PAGE_RECORDS", 2)
+
+
+def soql_reads(fake, since: int = 0) -> list[str]:
+    """Record reads through the REST query resource (first pages and nextRecordsUrl), not COUNT()."""
+    return [
+        r.query.get("q") or r.path
+        for r in fake.requests[since:]
+        if r.path.startswith(QUERY) and "COUNT()" not in r.query.get("q", "")
+    ]
+
+
+def results_asked(fake, since: int = 0) -> list[tuple[str, str | None]]:
+    """(job id, locator) of each results page asked for."""
+    return [
+        (r.path.split("/")[-2], r.query.get("locator"))
+        for r in fake.requests[since:]
+        if r.path.startswith(JOBS) and r.path.endswith("/results")
+    ]
+
+
+def landed(org) -> dict:
+    """What a sync wrote, in terms two organizations can compare."""
+    with tenant(org):
+        return {
+            "accounts": sorted(
+                Account.objects.values_list("external_id", "name", "domain", "csm__email", "arr", "renewal_date")
+            ),
+            "contacts": sorted(Contact.objects.values_list("external_id", "account__external_id", "name", "email")),
+            "activities": sorted(
+                Activity.objects.values_list("external_id", "account__external_id", "occurred_at", "kind", "summary")
+            ),
+        }
+
+
+def five_accounts(fake) -> None:
+    for n in range(5):
+        fake.add("Account", Id=f"001K{n}", Name=f"Kilo {n}", Website=f"kilo{n}.example", OwnerId="005Y", Owner=None)
+
+
+def second_results_page(request) -> bool:
+    return request.path.endswith("/results") and bool(request.query.get("locator"))
+
+
+def test_a_first_pull_over_the_threshold_goes_through_bulk_jobs_and_lands_what_soql_would(fake, monkeypatch):
+    seed(fake)
+    by_soql, by_bulk = make_org("by-soql"), make_org("by-bulk")
+    for org in (by_soql, by_bulk):
+        make_account(org, external_id="ACME", name="Acme", domain="acme.example", arr=Decimal("1"))
+        make_member(org, email="dana@initech.example")
+    assert sync(by_soql, connect(by_soql, fake)).status == "succeeded"
+    assert fake.jobs_started == []
+    mark = len(fake.requests)
+    large_from(monkeypatch, 1)  # every object is large
+    connection = connect(by_bulk, fake)
+
+    run = sync(by_bulk, connection)
+
+    assert run.status == "succeeded", run.error
+    assert [fake.jobs[j]["object"] for j in fake.jobs_started] == ["Account", "Contact", "Opportunity", "Task", "Event"]
+    assert fake.jobs[fake.jobs_started[0]]["query"] == (
+        "SELECT Id, SystemModstamp, Name, Website, OwnerId, Owner.Email FROM Account"
+    )
+    assert soql_reads(fake, mark) == []  # only the COUNT() questions went to the query resource
+    account_job = fake.jobs_started[0]
+    pages = [locator for job, locator in results_asked(fake, mark) if job == account_job]
+    assert pages[0] is None and pages[1] and len(pages) == 2  # 3 accounts at 2 per page, by Sforce-Locator
+    assert landed(by_bulk) == landed(by_soql)
+    found = accounts(by_bulk)
+    assert found["ACME"].csm.email == "dana@initech.example"  # Owner.Email column → the member
+    assert (found["ACME"].arr, found["ACME"].renewal_date) == (Decimal("120000.00"), date(2026, 9, 30))
+    assert run.unmatched == 1
+    assert reload(by_bulk, connection).cursors["Account"] == {"since": "2026-03-01T10:03:00.000Z", "next": None}
+
+
+def test_after_a_bulk_first_pull_the_next_sync_is_incremental_soql(org, fake, monkeypatch):
+    large_from(monkeypatch, 1)
+    seed(fake)
+    connection = connect(org, fake)
+    assert sync(org, connection).status == "succeeded"
+    jobs = list(fake.jobs_started)
+    mark = len(fake.requests)
+    fake.add("Account", Id="001D", Name="Hooli", Website="hooli.example", OwnerId="005Y", Owner=None)
+
+    run = sync(org, connection)
+
+    assert run.status == "succeeded", run.error
+    assert fake.jobs_started == jobs  # no new job
+    assert not any("COUNT()" in r.query.get("q", "") for r in fake.requests[mark:])
+    assert "WHERE SystemModstamp > 2026-03-01T10:03:00Z ORDER BY SystemModstamp ASC" in soql_reads(fake, mark)[0]
+    assert accounts(org)["sf-001D"].name == "Hooli"
+    assert counts(org) == (4, 2, 2)
+
+
+def test_a_bulk_pull_stopped_between_result_pages_resumes_at_the_saved_locator(org, fake, monkeypatch, waits):
+    large_from(monkeypatch, 5)  # only Account is large
+    five_accounts(fake)
+    connection = connect(org, fake)
+    fake.fail(Reply(503, "Service Unavailable"), times=5, when=second_results_page)
+
+    first = sync(org, connection)
+
+    assert first.status == "failed"
+    assert "kept failing (503)" in first.error
+    assert counts(org) == (2, 0, 0)  # the first results page is kept
+    [job] = fake.jobs_started
+    saved = reload(org, connection).cursors["Account"]
+    assert saved["bulk"]["job"] == job and saved["bulk"]["locator"]
+    mark = len(fake.requests)
+
+    second = sync(org, connection)
+
+    assert second.status == "succeeded", second.error
+    assert results_asked(fake, mark)[0] == (job, saved["bulk"]["locator"])  # straight to the saved page
+    assert fake.jobs_started == [job]
+    assert sorted(accounts(org)) == [f"sf-001K{n}" for n in range(5)]
+    assert (second.created, counts(org)) == (3, (5, 0, 0))  # nothing read twice, nothing duplicated
+    assert reload(org, connection).cursors["Account"] == {"since": "2026-03-01T10:05:00.000Z", "next": None}
+
+
+def test_a_failed_bulk_job_fails_the_run_in_plain_words_and_keeps_what_was_synced(org, fake, monkeypatch):
+    large_from(monkeypatch, 3)  # Account and Contact (3 each) are large
+    seed(fake)
+    reason = "Failed to process query: OPERATION_TOO_LARGE: exceeded 100000 distinct ids"
+    fake.job_errors["Contact"] = reason
+    connection = connect(org, fake)
+
+    run = sync(org, connection)
+
+    assert run.status == "failed"
+    assert run.error == (
+        f"Salesforce's bulk export of Contact failed: {reason}. The data synced before stays, "
+        "and the next run starts a new export"
+    )
+    assert counts(org) == (3, 0, 0)  # the accounts read before stay
+    assert reload(org, connection).status == "failing"
+    assert reload(org, connection).cursors["Contact"] == {"since": None, "next": None}  # the failed job is forgotten
+    del fake.job_errors["Contact"]
+
+    again = sync(org, connection)
+
+    assert again.status == "succeeded", again.error
+    assert [fake.jobs[j]["object"] for j in fake.jobs_started] == ["Account", "Contact", "Contact"]
+    assert counts(org) == (3, 2, 2)
+
+
+def test_a_bulk_job_whose_results_are_gone_is_started_again(org, fake, monkeypatch, waits):
+    large_from(monkeypatch, 5)
+    five_accounts(fake)
+    connection = connect(org, fake)
+    fake.fail(Reply(503, "Service Unavailable"), times=5, when=second_results_page)
+    assert sync(org, connection).status == "failed"
+    [expired] = fake.jobs_started
+    fake.forget_job(expired)  # a week later Salesforce has deleted the job and its results
+    mark = len(fake.requests)
+
+    run = sync(org, connection)
+
+    assert run.status == "succeeded", run.error
+    assert fake.requests[mark].path == f"{JOBS}/{expired}/results"  # the saved page was asked first: 404
+    assert len(fake.jobs_started) == 2
+    assert [locator is None for _, locator in results_asked(fake, mark)] == [False, True, False, False]
+    assert sorted(accounts(org)) == [f"sf-001K{n}" for n in range(5)]
+    assert (run.created, counts(org)) == (3, (5, 0, 0))
+
+
+def test_a_bulk_job_still_running_after_the_longest_wait_is_picked_up_by_the_next_run(org, fake, monkeypatch, waits):
+    large_from(monkeypatch, 3)
+    seed(fake)
+    fake.polls_to_complete = 1_000_000
+    connection = connect(org, fake)
+
+    run = sync(org, connection)
+
+    assert run.status == "partial"
+    assert run.error == (
+        "Salesforce is still preparing the bulk export of Account after 15 minutes; the next run picks up its results"
+    )
+    assert salesforce.BULK_MAX_WAIT <= sum(waits) < salesforce.BULK_MAX_WAIT + salesforce.BULK_POLL_CAP
+    assert max(waits) == salesforce.BULK_POLL_CAP
+    [job] = fake.jobs_started
+    assert reload(org, connection).cursors["Account"]["bulk"] == {"job": job, "locator": None}
+    fake.polls_to_complete = 0
+
+    again = sync(org, connection)
+
+    assert again.status == "succeeded", again.error
+    assert [fake.jobs[j]["object"] for j in fake.jobs_started] == ["Account", "Contact"]  # the same Account job
+    assert counts(org) == (3, 2, 2)
+
+
+def test_bulk_requests_refresh_an_expired_token_once(org, fake, monkeypatch):
+    large_from(monkeypatch, 5)
+    five_accounts(fake)
+    connection = connect(org, fake)
+    fake.fail(
+        Reply(401, sf_error("INVALID_SESSION_ID", "Session expired or invalid")),
+        when=lambda r: r.path.startswith(f"{JOBS}/"),
+    )
+
+    run = sync(org, connection)
+
+    assert run.status == "succeeded", run.error
+    assert fake.calls("/services/oauth2/token") == 1
+    assert counts(org) == (5, 0, 0)
+
+
+def test_request_limit_exceeded_during_a_bulk_pull_is_partial_and_resumes_at_the_saved_locator(org, fake, monkeypatch):
+    large_from(monkeypatch, 5)
+    five_accounts(fake)
+    connection = connect(org, fake)
+    limit = Reply(403, sf_error("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."))
+    fake.fail(limit, when=second_results_page)
+
+    first = sync(org, connection)
+
+    assert (first.status, first.error) == ("partial", LIMIT_MESSAGE)
+    assert counts(org) == (2, 0, 0)
+    saved = reload(org, connection).cursors["Account"]["bulk"]
+    mark = len(fake.requests)
+
+    second = sync(org, connection)
+
+    assert second.status == "succeeded", second.error
+    assert results_asked(fake, mark)[0] == (saved["job"], saved["locator"])
+    assert len(fake.jobs_started) == 1
+    assert counts(org) == (5, 0, 0)
+
+
+def test_below_the_threshold_the_first_pull_pages_through_soql_as_before(org, fake):
+    seed(fake)  # 3 records or fewer per object, far under BULK_THRESHOLD
+
+    run = sync(org, connect(org, fake))
+
+    assert run.status == "succeeded", run.error
+    assert fake.jobs_started == []
+    asked = [r.query["q"] for r in fake.requests if "COUNT()" in r.query.get("q", "")]
+    assert asked == [f"SELECT COUNT() FROM {name}" for name in ("Account", "Contact", "Opportunity", "Task", "Event")]
+    firsts = [q for q in soql_reads(fake) if not q.startswith(QUERY)]  # not the nextRecordsUrl pages
+    assert len(firsts) == 5 and all(q.endswith("ORDER BY SystemModstamp ASC") for q in firsts)
+    assert counts(org) == (3, 2, 2)
+
+
+def test_bulk_csv_rows_become_records_shaped_like_the_rest_query():
+    text = (
+        '"Id","Name","Owner.Email","Owner.Manager.Email"\n'
+        '"001A","Acme, ""The"" Company","dana@initech.example",""\n'
+        '"001B","","",""\n'
+    )
+
+    assert bulk_records(text) == [
+        {"Id": "001A", "Name": 'Acme, "The" Company', "Owner": {"Email": "dana@initech.example", "Manager": None}},
+        {"Id": "001B", "Name": None, "Owner": None},
+    ]
 
 
 # --- faults ---------------------------------------------------------------------------------------
