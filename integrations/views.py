@@ -18,6 +18,20 @@ from integrations.services import connection_disconnect, connection_save, mappin
 from integrations.sync import CONNECTORS, connector_for
 
 
+# What each source brings, shown on its card before anything is connected.
+PURPOSE = {
+    "hubspot": "CRM: companies become accounts with their owner as CSM; contacts; won deals set ARR and renewal.",
+    "salesforce": "CRM: accounts with their owner as CSM, contacts, won opportunities for ARR and renewal, "
+    "tasks and events as activity.",
+    "stripe": "Billing: customers matched to accounts, subscriptions for ARR and seat limits, invoices and "
+    "failed payments.",
+    "zendesk": "Support: organizations matched to accounts, tickets with priority and satisfaction.",
+    "intercom": "Support and conversations: companies matched to accounts, conversations as tickets and client "
+    "activity.",
+    "segment": "Product usage: track, identify and group calls posted to Vigil, counted per account and day.",
+}
+
+
 def _connectors():
     from integrations import providers  # noqa: F401  (registers them)
 
@@ -60,6 +74,7 @@ class IntegrationsView(OrgViewMixin, TemplateView):
                 {
                     "provider": provider,
                     "label": Provider(provider).label,
+                    "purpose": PURPOSE.get(provider, ""),
                     "connector": connector,
                     "connection": connection,
                     "form": kwargs.get("forms", {}).get(provider) or connect_form_class(provider)(initial=initial),

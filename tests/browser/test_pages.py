@@ -119,6 +119,7 @@ def test_admin_sets_up_a_connection_through_the_page(page, live_server, screensh
     sign_in(page, live_server, "admin@acme.example")
     page.get_by_role("link", name="Integrations").click()
     card = page.locator("section.integration", has_text="Product usage")
+    card.get_by_text("Set up Product usage").click()  # the form opens on demand
     card.get_by_label("Shared secret").fill("a-very-long-shared-secret-for-signing-events-0123")
     card.get_by_role("button", name="Connect Product usage").click()
     expect(page.get_by_text("connection saved")).to_be_visible()
