@@ -17,7 +17,6 @@ from integrations.models import Connection, ConnectionStatus, Provider, SyncRun,
 from integrations.services import connection_disconnect, connection_save, mapping_save
 from integrations.sync import CONNECTORS, connector_for
 
-
 # What each source brings, shown on its card before anything is connected.
 PURPOSE = {
     "hubspot": "CRM: companies become accounts with their owner as CSM; contacts; won deals set ARR and renewal.",
