@@ -9,7 +9,9 @@ The first pull of a large object (`SELECT COUNT()` at or above BULK_THRESHOLD) g
 `Sforce-Locator`. The cursor meanwhile also holds {"bulk": {"job": id, "locator": next results page}},
 so a stopped run resumes at the saved page; a job whose results are gone (Salesforce deletes finished
 jobs after 7 days) is started again, which is harmless because records are upserted. After the last
-page the cursor is the plain {"since", "next"} one and later runs are incremental SOQL.
+page the cursor is the plain {"since", "next"} one and later runs are incremental SOQL. A job that
+Salesforce fails or aborts fails the run with its reason and leaves {"paged": true}: the next run
+pages through SOQL rather than meet the same failure every night.
 
 Tokens: the access token expires; on 401 INVALID_SESSION_ID the client gets a new one ONCE (refresh
 token from the web-server flow, or a JWT bearer assertion for server-to-server) and stores it with
@@ -216,7 +218,8 @@ class SoqlStream(Stream):
 
     def read(self, client: ProviderClient, cursor: Any):
         state = dict(cursor or {"since": None, "next": None})
-        if state.get("bulk") or (not state.get("since") and not state.get("next") and self.is_large(client)):
+        first_pull = not state.get("since") and not state.get("next") and not state.get("paged")
+        if state.get("bulk") or (first_pull and self.is_large(client)):
             yield from self.read_bulk(client, state)
             return
         while True:
@@ -265,13 +268,14 @@ class SoqlStream(Stream):
                     state = {**state, "bulk": None}
                     continue
                 if job["state"] != "JobComplete":
-                    # Forget the job so the next run starts a new export, then say why this one stopped.
-                    yield Page([], {"since": None, "next": None})
+                    # Forget the job; a reason that would fail every new export (a query too large to
+                    # chunk, say) must not stop the object forever: the next run pages through SOQL.
+                    yield Page([], {"since": None, "next": None, "paged": True})
                     ended = "was aborted" if job["state"] == "Aborted" else "failed"
                     raise ProviderError(
                         f"Salesforce's bulk export of {self.object_name} {ended}: "
                         f"{job.get('errorMessage') or 'no reason given'}. The data synced before stays, "
-                        "and the next run starts a new export"
+                        "and the next run reads it through paged queries instead"
                     )
             params = {"maxRecords": BULK_PAGE_RECORDS}
             if bulk.get("locator"):

@@ -286,17 +286,20 @@ def test_a_failed_bulk_job_fails_the_run_in_plain_words_and_keeps_what_was_synce
     assert run.status == "failed"
     assert run.error == (
         f"Salesforce's bulk export of Contact failed: {reason}. The data synced before stays, "
-        "and the next run starts a new export"
+        "and the next run reads it through paged queries instead"
     )
     assert counts(org) == (3, 0, 0)  # the accounts read before stay
     assert reload(org, connection).status == "failing"
-    assert reload(org, connection).cursors["Contact"] == {"since": None, "next": None}  # the failed job is forgotten
-    del fake.job_errors["Contact"]
+    # The failed job is forgotten, and the next run does not try the export that failed again.
+    assert reload(org, connection).cursors["Contact"] == {"since": None, "next": None, "paged": True}
+    mark = len(fake.requests)
 
     again = sync(org, connection)
 
     assert again.status == "succeeded", again.error
-    assert [fake.jobs[j]["object"] for j in fake.jobs_started] == ["Account", "Contact", "Contact"]
+    assert [fake.jobs[j]["object"] for j in fake.jobs_started] == ["Account", "Contact"]
+    contact_queries = [r.query.get("q", "") for r in fake.requests[mark:] if "FROM Contact" in r.query.get("q", "")]
+    assert contact_queries and all("ORDER BY SystemModstamp ASC" in q for q in contact_queries)  # paged SOQL
     assert counts(org) == (3, 2, 2)
 
 
