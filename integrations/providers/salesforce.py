@@ -17,8 +17,9 @@ Tokens: the access token expires; on 401 INVALID_SESSION_ID the client gets a ne
 token from the web-server flow, or a JWT bearer assertion for server-to-server) and stores it with
 `connection_save`, which merges it into the saved secrets.
 
-Account owners become CSMs through the relationship field `Owner.Email` read with the account, so
-no table of Salesforce users is needed.
+Users become people by e-mail through the relationship field `Owner.Email`, read with the record, so
+no table of Salesforce users is needed: an account's owner is its CSM, and the owner of the won
+opportunity that sets its ARR and renewal is its Account Manager (when they are members).
 """
 
 import base64
@@ -415,6 +416,10 @@ def _upsert(model, *, org, rows: list, update_fields: list[str]) -> tuple[int, i
     return created, len(ids) - created
 
 
+def _owner_email(record: dict) -> str:
+    return (record.get("Owner") or {}).get("Email") or ""
+
+
 def _account_of(record: dict) -> str:
     account = record.get("AccountId") or ""
     what = record.get("WhatId") or ""
@@ -510,8 +515,8 @@ class OpportunityStream(SoqlStream):
 
     def query_fields(self) -> list[str]:
         settings = self.connector.field_map()
-        fields = ["Id", "SystemModstamp", "AccountId", "StageName", settings["arr_field"], settings["renewal_field"]]
-        return list(dict.fromkeys(fields))
+        fields = ["Id", "SystemModstamp", "AccountId", "StageName", "Owner.Email"]
+        return list(dict.fromkeys([*fields, settings["arr_field"], settings["renewal_field"]]))
 
     def apply(self, *, org, connection, records: list[dict]) -> Applied:
         settings = self.connector.field_map()
@@ -527,7 +532,11 @@ class OpportunityStream(SoqlStream):
             if account_id not in best or renewal >= parse_date(best[account_id].get(settings["renewal_field"])):
                 best[account_id] = record
         changed = []
-        current = {a.pk: a for a in Account.objects.filter(org=org, pk__in=list(best)).only("arr", "renewal_date")}
+        current = {
+            a.pk: a for a in Account.objects.filter(org=org, pk__in=list(best)).only("arr", "renewal_date", "am")
+        }
+        # The owner of that opportunity, when a member, is the account's Account Manager.
+        owners = members_by_email(org, {_owner_email(r) for r in best.values()})
         for account_id, record in best.items():
             try:
                 arr = Decimal(str(record.get(settings["arr_field"]) or 0)).quantize(Decimal("0.01"))
@@ -535,10 +544,11 @@ class OpportunityStream(SoqlStream):
                 continue
             account = current.get(account_id)
             renewal = parse_date(record.get(settings["renewal_field"]))
-            if account is not None and (account.arr, account.renewal_date) != (arr, renewal):
-                account.arr, account.renewal_date = arr, renewal
+            am_id = owners.get(_owner_email(record).lower()) or (account.am_id if account else None)
+            if account is not None and (account.arr, account.renewal_date, account.am_id) != (arr, renewal, am_id):
+                account.arr, account.renewal_date, account.am_id = arr, renewal, am_id
                 changed.append(account)
-        Account.objects.bulk_update(changed, ["arr", "renewal_date"])  # one UPDATE for the page
+        Account.objects.bulk_update(changed, ["arr", "renewal_date", "am"])  # one UPDATE for the page
         updated = len(changed)
         return Applied(updated=updated, unmatched=len(orphans))
 

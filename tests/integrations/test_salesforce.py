@@ -90,9 +90,9 @@ def seed(fake):
     fake.add("Contact", Id="003A", AccountId="001A", FirstName="Ann", LastName="Lee", Email="ann@acme.example")
     fake.add("Contact", Id="003B", AccountId="001B", FirstName=None, LastName="Bo", Email="bo@globex.example")
     fake.add("Contact", Id="003Z", AccountId=None, FirstName="No", LastName="Account", Email="x@y.example")
-    fake.add(
-        "Opportunity", Id="006A", AccountId="001A", StageName="Closed Won", Amount=120000.0, CloseDate="2026-09-30"
-    )
+    sam = {"attributes": {"type": "User"}, "Email": "sam@initech.example"}
+    fake.add("Opportunity", Id="006A", AccountId="001A", StageName="Closed Won", Amount=120000.0,
+             CloseDate="2026-09-30", Owner=sam)  # fmt: skip
     fake.add("Opportunity", Id="006B", AccountId="001A", StageName="Prospecting", Amount=5.0, CloseDate="2027-01-01")
     fake.add("Task", Id="00TA", AccountId="001A", WhatId="001A", Subject="QBR prep", TaskSubtype="Call",
              ActivityDate="2026-02-20", CreatedDate="2026-02-19T09:00:00.000+0000")  # fmt: skip
@@ -106,6 +106,7 @@ def seed(fake):
 def test_full_sync_pages_through_every_object_and_maps_accounts_owners_opportunities_and_activities(org, fake):
     acme = make_account(org, external_id="ACME", domain="acme.example", arr=Decimal("1"))
     dana = make_member(org, email="dana@initech.example")
+    sam = make_member(org, email="Sam@Initech.example", role="am")
     seed(fake)
     connection = connect(org, fake)
 
@@ -114,7 +115,8 @@ def test_full_sync_pages_through_every_object_and_maps_accounts_owners_opportuni
     assert run.status == "succeeded", run.error
     found = accounts(org)
     assert set(found) == {"ACME", "sf-001B", "sf-001C"}  # matched by domain, the others created
-    assert found["ACME"].pk == acme.pk and found["ACME"].csm_id == dana.pk
+    # Users by e-mail: the account's owner is its CSM, the won opportunity's owner its AM.
+    assert found["ACME"].pk == acme.pk and found["ACME"].csm_id == dana.pk and found["ACME"].am_id == sam.pk
     assert (found["ACME"].arr, found["ACME"].renewal_date) == (Decimal("120000.00"), date(2026, 9, 30))
     assert (found["sf-001B"].name, found["sf-001B"].domain) == ("Globex", "globex.example")
     with tenant(org):
