@@ -7,6 +7,7 @@ from django.db.models import Q
 
 from accounts.models import OPEN_TICKET_STATUSES, Account, Activity, Contact, Invoice, Task, Ticket
 from health.models import HealthModel, HealthScore
+from integrations.selectors import source_freshness
 from signals.models import Signal
 
 COMPONENT_LABELS = {
@@ -53,6 +54,7 @@ class ComponentRow:
     weight: float
     newest: str | None
     excluded: str | None
+    age_days: int | None = None  # the newest data's age on the score's day
 
     @property
     def change(self) -> float | None:
@@ -79,9 +81,17 @@ def health_explained(*, org, history: list[HealthScore]) -> list[ComponentRow]:
             weight=weights.get(key, 0),
             newest=latest.component_dates.get(key),
             excluded=latest.excluded.get(key),
+            age_days=_age(latest.date, latest.component_dates.get(key)),
         )
         for key in keys
     ]
+
+
+def _age(day: date, newest: str | None) -> int | None:
+    try:
+        return (day - date.fromisoformat(newest)).days if newest else None
+    except ValueError:
+        return None
 
 
 def account_page(*, org, account_id: int) -> dict:
@@ -106,4 +116,5 @@ def account_page(*, org, account_id: int) -> dict:
         ),
         "invoices": list(Invoice.objects.filter(org=org, account=account).order_by("-issued_at")[:12]),
         "timeline": list(Activity.objects.filter(org=org, account=account).order_by("-occurred_at")[:40]),
+        "sources": source_freshness(org=org),
     }

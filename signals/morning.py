@@ -2,13 +2,13 @@
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 
 from django.contrib.auth import get_user_model
 
 from accounts.models import Account, Membership, Role
 from health.models import HealthScore
-from integrations.models import Connection, ConnectionStatus
+from integrations.selectors import SourceFreshness, source_freshness
 from signals.models import NightlyRun, RunStatus, Signal, SignalStatus, TriageItem
 
 # The order of the morning review, then proactive work.
@@ -45,14 +45,6 @@ class MorningItem:
 
 
 @dataclass
-class SourceFreshness:
-    name: str
-    last_success_at: datetime | None
-    failed: bool
-    error: str
-
-
-@dataclass
 class Freshness:
     day: date | None
     last_success: NightlyRun | None
@@ -79,20 +71,6 @@ def freshness(*, org) -> Freshness:
         last_run=runs[0] if runs else None,
         sources=source_freshness(org=org),
     )
-
-
-def source_freshness(*, org) -> list[SourceFreshness]:
-    """Each connected source with the age of its data and, if its last sync failed, why."""
-    connections = Connection.objects.filter(org=org).exclude(status=ConnectionStatus.DISCONNECTED)
-    return [
-        SourceFreshness(
-            name=connection.get_provider_display(),
-            last_success_at=connection.last_success_at,
-            failed=connection.status == ConnectionStatus.FAILING,
-            error=connection.last_error,
-        )
-        for connection in connections.order_by("provider")
-    ]
 
 
 def morning_scope(*, membership: Membership, csm_id: int | None) -> dict:

@@ -82,3 +82,33 @@ def test_accounts_list_filters_and_paginates(client):
     assert "55 accounts" in first and "Page 1 of 2" in first
     enterprise = client.get(reverse("account-list", args=[org.slug]), {"tier": "enterprise"}).content.decode()
     assert "28 accounts" in enterprise and "Acct 01" not in enterprise
+
+
+def test_the_account_page_shows_each_sources_age_and_names_a_failed_one(client):
+    from django.utils import timezone
+
+    from health.models import HealthScore
+    from integrations.models import Connection
+    from tests.factories import make_score
+
+    org = make_org()
+    account = make_account(org, name="Northwind")
+    score = make_score(org, account, day=date(2026, 11, 20), score=64, components={"usage": 70, "support": 50})
+    with tenant(org):
+        HealthScore.objects.filter(pk=score.pk).update(
+            component_dates={"usage": "2026-11-19", "support": "2026-11-20"},
+            excluded={"billing": "stale since 2026-11-02"},
+        )
+        Connection.objects.create(
+            org=org, provider="zendesk", status="failing", last_error="Zendesk refused the e-mail and API token (401)"
+        )
+        Connection.objects.create(org=org, provider="hubspot", status="connected", last_success_at=timezone.now())
+    client.force_login(make_member(org, role="csm"))
+
+    page = client.get(reverse("account-detail", args=[org.slug, account.pk])).content.decode()
+
+    assert "HubSpot: 0" in page and "minutes ago" in page  # its last successful sync
+    assert "Zendesk sync failed" in page and "refused the e-mail and API token (401)" in page
+    assert '2026-11-19 <span class="muted">(1 day old)</span>' in page
+    assert '2026-11-20 <span class="muted">(same day)</span>' in page
+    assert "left out: stale since 2026-11-02" in page
