@@ -49,4 +49,18 @@ def mapping_save(*, org, provider: str, external_id: str, account) -> AccountMap
     UnmatchedRecord.objects.filter(org=org, connection__provider=provider, external_id=external_id).delete()
     # A record matched earlier by a guess (domain) follows the admin's choice from now on.
     SourceRecord.objects.filter(org=org, provider=provider, external_id=external_id).update(account=account)
+    if mapping_rereads(provider):
+        # What the source sent before matched nothing and was left out (an organization's tickets, a
+        # company's deals): its next sync reads everything again from the start so they land now.
+        # Records are upserted by their ids, so nothing doubles.
+        Connection.objects.filter(org=org, provider=provider).update(cursors={})
     return mapping
+
+
+def mapping_rereads(provider: str) -> bool:
+    """Whether a new mapping makes the provider's next sync start over (pushed events cannot be re-asked)."""
+    from integrations import providers  # noqa: F401  (registers the connectors)
+    from integrations.sync import CONNECTORS
+
+    connector = CONNECTORS.get(provider)
+    return bool(connector and connector.syncs and connector.reread_after_mapping)

@@ -59,6 +59,9 @@ class Connector:
     credential_fields: ClassVar[list[ConnectorField]] = []
     setting_fields: ClassVar[list[ConnectorField]] = []
     syncs: ClassVar[bool] = True  # False for push-only sources (usage intake)
+    # After an admin maps a record that matched nothing, read everything again from the start so what
+    # the source sent before lands on the account. False where the connector catches up on its own.
+    reread_after_mapping: ClassVar[bool] = True
 
     def __init__(self, connection: Connection, secrets: dict):
         self.connection = connection

@@ -14,7 +14,7 @@ from csm.tenancy import OrgViewMixin
 from integrations import credentials
 from integrations.http import ProviderError, RequestBudget
 from integrations.models import Connection, ConnectionStatus, Provider, SyncRun, SyncStatus, UnmatchedRecord
-from integrations.services import connection_disconnect, connection_save, mapping_save
+from integrations.services import connection_disconnect, connection_save, mapping_rereads, mapping_save
 from integrations.sync import CONNECTORS, connector_for
 
 # What each source brings, shown on its card before anything is connected.
@@ -208,5 +208,14 @@ class UnmatchedView(OrgViewMixin, TemplateView):
                     external_id=form.cleaned_data["external_id"],
                     account=account,
                 )
-                messages.success(request, f"Mapped to {account.name}; the next sync uses it.")
+                if mapping_rereads(connection.provider):
+                    messages.success(
+                        request,
+                        f"Mapped to {account.name}. The next sync reads {connection} again from the start, "
+                        "so what it sent before lands on the account.",
+                    )
+                elif connection.provider == Provider.SEGMENT:
+                    messages.success(request, f"Mapped to {account.name}: its events count for it from now on.")
+                else:
+                    messages.success(request, f"Mapped to {account.name}; the next sync brings in its records.")
         return redirect("integration-unmatched", org_slug=self.org.slug, connection_id=connection.pk)

@@ -696,6 +696,7 @@ def list_page(client: ProviderClient, path: str, params: dict) -> dict:
 @register
 class StripeConnector(Connector):
     provider = PROVIDER
+    reread_after_mapping = False  # a newly mapped customer's invoices are fetched by the next sync itself
     credential_fields = [
         ConnectorField(
             "api_key",

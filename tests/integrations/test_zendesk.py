@@ -150,6 +150,43 @@ def test_first_sync_matches_organizations_and_maps_tickets_onto_their_accounts(o
     assert ticket_pages(fake) == ["start_time=0"]
 
 
+def test_mapping_an_unmatched_organization_brings_in_its_earlier_tickets_on_the_next_sync(org, fake, client):
+    from django.urls import reverse
+
+    from tests.factories import make_member
+
+    made = seed(org, fake, 1)
+    make_account(org, external_id="UMB", name="Umbrella", domain="umbrella.example")
+    stranger = fake.add_organization("Umbrella Corporation", ["umbrella-corp.example"])  # no domain in common
+    earlier = [fake.add_ticket(stranger, subject=f"Earlier {n}") for n in range(2)]
+    connection = connect(org, fake)
+    assert sync(org, connection).status == "succeeded"
+    assert set(tickets(org)) == {str(made[0]["id"])}
+    assert ("organizations", str(stranger["id"])) in unmatched(org)
+
+    client.force_login(make_member(org, role="admin"))
+    page = client.post(
+        reverse("integration-unmatched", args=[org.slug, connection.pk]),
+        {"external_id": str(stranger["id"]), "account_external_id": "UMB"},
+        follow=True,
+    ).content.decode()
+    assert "reads Zendesk again from the start" in page
+    assert reload(org, connection).cursors == {}
+    mark = len(fake.requests)
+
+    run = sync(org, reload(org, connection))
+
+    assert run.status == "succeeded", run.error
+    assert ticket_pages(fake, mark) == ["start_time=0"]  # read again from the start
+    assert {i: v[0] for i, v in tickets(org).items()} == {
+        str(made[0]["id"]): "ACME",
+        str(earlier[0]["id"]): "UMB",
+        str(earlier[1]["id"]): "UMB",
+    }
+    assert unmatched(org) == {}  # the organization and its tickets left the list
+    assert run.created == 1 + 2  # the link to the organization and its two tickets; the third is not rewritten
+
+
 def test_a_second_sync_reads_from_the_stored_cursor_only(org, fake):
     made = seed(org, fake, 3)
     connection = connect(org, fake)
