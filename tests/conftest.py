@@ -5,6 +5,11 @@ Tests then run exactly as the web app and workers do, with Row Level Security in
 
 import base64
 import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -82,3 +87,60 @@ def credential_keys(settings):
     """Tests run with DEBUG off, where a credential key must be configured: give them one."""
     if not settings.VIGIL_CREDENTIAL_KEYS:
         settings.VIGIL_CREDENTIAL_KEYS = _TEST_CREDENTIAL_KEY
+
+
+@pytest.fixture
+def celery_worker_queue(tmp_path, subprocess_env):
+    """Start a real `celery worker` on the test database and a fresh queue of its own (other test runs
+    sharing the same Redis never take its tasks, nor it theirs); yield the queue name; stop it and drop
+    the queue. Set VIGIL_SHOW_WORKER_LOG=1 to print its log."""
+    from csm.celery import app as celery_app
+
+    queue = f"vigil-test-{uuid.uuid4().hex[:10]}"
+    # Retries back off from one second here, so a retried run shows within the test.
+    env = {**subprocess_env, "NIGHTLY_RETRY_BASE_SECONDS": "1"}
+    log_path = tmp_path / "worker.log"
+    celery = Path(sys.executable).parent / "celery"
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen(
+            [
+                str(celery),
+                "-A",
+                "csm",
+                "worker",
+                "-P",
+                "solo",
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+                "-Q",
+                queue,
+                "-n",
+                f"{queue}@%h",
+                "--loglevel",
+                "INFO",
+            ],
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while b"ready." not in log_path.read_bytes():
+            if worker.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the Celery worker did not start:\n{log_path.read_text()}")
+            time.sleep(0.2)
+        yield queue
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+        with celery_app.connection_for_write() as broker:
+            channel = broker.default_channel
+            channel.queue_delete(queue)
+        if os.environ.get("VIGIL_SHOW_WORKER_LOG"):
+            print(log_path.read_text())
