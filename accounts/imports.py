@@ -264,6 +264,18 @@ EMPTY_ERRORS = _error_frame(pd.Series([], dtype="int64"), None, pd.Series([], dt
 def header_errors(kind: str, header: list[str]) -> list[RowError]:
     """A header must name each column of the kind exactly once, in any order."""
     expected = [column.name for column in FORMATS[kind]]
+    if len(header) == 1:
+        # One column holding several names: a spreadsheet that saved with its local separator.
+        for separator, label in ((";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars")):
+            if separator in header[0]:
+                return [
+                    RowError(
+                        1,
+                        None,
+                        f"the columns are separated by {label}, not commas: save the file as CSV with commas "
+                        f"(CSV UTF-8); its first row must be: {', '.join(expected)}",
+                    )
+                ]
     errors = []
     seen = set()
     for name in header:

@@ -338,6 +338,20 @@ def test_a_wrong_header_rejects_the_file(org, write):
     assert count(org, UsageDay) == 0
 
 
+@pytest.mark.parametrize("separator, label", [(";", "semicolons"), ("\t", "tabs")])
+def test_a_file_saved_with_another_separator_says_so_in_one_line(org, write, separator, label):
+    columns = ["account_external_id", "date", "active_users", "seats_used", "events"]
+    path = write(separator.join(columns) + "\n" + separator.join(["A-1", "2026-11-01", "3", "4", "5"]) + "\n")
+
+    errors = rejected(org, "usage", path)
+
+    assert errors == [
+        f"row 1: the columns are separated by {label}, not commas: save the file as CSV with commas (CSV UTF-8); "
+        f"its first row must be: {', '.join(columns)}"
+    ]
+    assert count(org, UsageDay) == 0
+
+
 def test_every_bad_row_is_listed_and_nothing_is_written(org, write):
     make_member(org, role="csm", email="casey@vendor.example")
     make_account(org, external_id="A-1")
