@@ -3,6 +3,7 @@
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
 from rest_framework.generics import ListAPIView, RetrieveAPIView
 
 from accounts.models import Account, Stage
@@ -87,6 +88,9 @@ class AccountListView(OrgAPIMixin, ListAPIView):
     def get_queryset(self):
         accounts = Account.objects.filter(org=self.org).select_related("csm", "am").order_by("name", "pk")
         params = self.request.query_params
+        for name, allowed in (("stage", Stage.values), ("band", Band.values)):
+            if params.get(name) and params[name] not in allowed:
+                raise ValidationError({name: f"{params[name]!r} is not one of {', '.join(allowed)}."})
         if params.get("csm"):
             accounts = accounts.filter(csm__email__iexact=params["csm"])
         if params.get("tier"):

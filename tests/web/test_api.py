@@ -76,3 +76,13 @@ def test_accounts_filter_by_stage_and_tier(client):
     names = lambda **q: [a["name"] for a in client.get(reverse("api-account-list"), q, **auth(key)).json()["results"]]  # noqa: E731
     assert names(stage="onboarding") == ["Onb"]
     assert names(tier="enterprise") == ["Steady"]
+
+
+def test_an_unknown_stage_or_band_is_refused_with_the_values_allowed(client):
+    org = make_org()
+    key = api_token_create(org=org, user=make_member(org))
+    response = client.get(reverse("api-account-list"), {"band": "purple"}, **auth(key))
+    assert response.status_code == 400
+    assert response.json() == {"band": "'purple' is not one of green, yellow, red."}
+    response = client.get(reverse("api-account-list"), {"stage": "gone"}, **auth(key))
+    assert response.status_code == 400 and "onboarding, adopting, steady, churned" in response.json()["stage"]
