@@ -4,6 +4,7 @@ from django.urls import include, path
 
 from accounts import import_views, revenue_views, settings_views
 from accounts import views as account_views
+from accounts.sign_in import SignInView
 from health import settings_views as health_settings_views
 from health import views as health_views
 from integrations import intake_views
@@ -12,7 +13,7 @@ from signals import views as signal_views
 
 urlpatterns = [
     path("", account_views.home, name="home"),
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("login/", SignInView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("switch/", account_views.switch_org, name="switch-org"),
     path("o/<slug:org_slug>/invitation/<str:token>/", account_views.invitation, name="invitation"),

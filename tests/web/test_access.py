@@ -146,3 +146,21 @@ def test_the_navigation_shows_each_role_the_pages_it_may_open(client, role, show
     for label, name in (("Portfolio", "portfolio"), ("Revenue", "revenue"), ("Settings", "settings")):
         allowed = client.get(reverse(name, args=[org.slug])).status_code == 200
         assert allowed == (label in shown), (role, label)
+
+
+def test_repeated_wrong_passwords_are_refused_for_a_while_even_with_the_right_one(client):
+    from accounts.sign_in import MAX_FAILURES
+
+    org = make_org()
+    user = make_member(org)
+    for _ in range(MAX_FAILURES):
+        response = client.post(reverse("login"), {"username": user.username, "password": "guess"})
+        assert "enter a correct" in response.content.decode().lower()
+
+    response = client.post(reverse("login"), {"username": user.username, "password": PASSWORD})
+
+    assert response.status_code == 200 and "Too many failed sign-ins" in response.content.decode()
+    assert "_auth_user_id" not in client.session
+    other = make_member(org)  # another person is not locked out
+    response = client.post(reverse("login"), {"username": other.username, "password": PASSWORD})
+    assert response.status_code == 302
