@@ -16,10 +16,11 @@ import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.db import connection as db
+from django.utils import timezone
 
 from accounts.models import UsageDay
 from integrations import credentials
@@ -28,6 +29,7 @@ from integrations.models import (
     Connection,
     ConnectionStatus,
     IntakeMessage,
+    ParkedEvent,
     Provider,
     UsageUserDay,
     UserAccount,
@@ -46,6 +48,8 @@ SEAT_WINDOW_DAYS = 30
 # A rejected batch lists this many invalid events; the count says how many there were in all.
 MAX_LISTED_ERRORS = 100
 STREAM = "events"
+# Events that matched no account are kept this long, so that mapping their group counts them.
+PARK_DAYS = 90
 OBJECT_TYPE = "group"
 # The organization as a sub-select, which the planner cannot see through. Given the literal, it
 # estimates a new organization's rows from statistics that have not seen it yet (next to none) and
@@ -256,6 +260,7 @@ class _Links:
     by_user: dict[str, int] = field(default_factory=dict)
     unmatched: dict[str, Candidate] = field(default_factory=dict)
     unmatched_events: int = 0
+    parked: list[tuple[str, Event]] = field(default_factory=list)  # (unmatched key, event)
 
 
 def events_ingest(*, org, connection: Connection, events: list[Event], received_at: datetime) -> IntakeResult:
@@ -276,6 +281,7 @@ def events_ingest(*, org, connection: Connection, events: list[Event], received_
         links = _link_accounts(org=org, connection=connection, events=fresh)
         result.unmatched = links.unmatched_events
         result.touched_days = _aggregate(org=org, events=fresh, links=links)
+        _park(org=org, parked=links.parked, received_at=received_at)
     Connection.objects.filter(pk=connection.pk).update(last_success_at=received_at, last_error="")
     return result
 
@@ -322,6 +328,7 @@ def _link_accounts(*, org, connection: Connection, events: list[Event]) -> _Link
         if account_id is None:
             links.unmatched[event.group_id] = candidates[event.group_id]
             links.unmatched_events += 1
+            links.parked.append((event.group_id, event))
         elif event.user_id not in latest or latest[event.user_id][0] <= event.at:
             latest[event.user_id] = (event.at, account_id)
     if latest:
@@ -343,19 +350,96 @@ def _link_accounts(*, org, connection: Connection, events: list[Event]) -> _Link
         if event.group_id:
             if event.group_id in links.by_group:
                 continue
-            links.unmatched[event.group_id] = candidates[event.group_id]
+            key = event.group_id
+            links.unmatched[key] = candidates[key]
         elif event.user_id in links.by_user:
             continue
         else:
-            key = f"user:{event.user_id}"[:MAX_ID_LENGTH]
+            key = user_key(event.user_id)
             links.unmatched[key] = Candidate(key, name=f"User {event.user_id} (no group call names their account)")
         links.unmatched_events += 1
+        links.parked.append((key, event))
 
     record_unmatched(org=org, connection=connection, stream=STREAM, candidates=list(links.unmatched.values()))
     # Users found through an earlier link left the list when that link was made.
-    now_matching = list(links.by_group) + [f"user:{user}"[:MAX_ID_LENGTH] for user in latest]
+    now_matching = list(links.by_group) + [user_key(user) for user in latest]
     forget_unmatched(org=org, connection=connection, stream=STREAM, external_ids=now_matching)
     return links
+
+
+def user_key(user_id: str) -> str:
+    """How a user whose calls name no group is listed among the unmatched records."""
+    return f"user:{user_id}"[:MAX_ID_LENGTH]
+
+
+def _park(*, org, parked: list[tuple[str, Event]], received_at: datetime) -> None:
+    """Keep the events that matched nothing, and forget those kept longer than PARK_DAYS."""
+    if not parked:
+        return
+    ParkedEvent.objects.bulk_create(
+        [
+            ParkedEvent(
+                org=org,
+                key=key,
+                type=e.type,
+                message_id=e.message_id,
+                user_id=e.user_id,
+                group_id=e.group_id,
+                day=e.day,
+                at=e.at,
+                domain=e.domain[:200],
+                name=e.name[:200],
+                received_at=received_at,
+            )
+            for key, e in parked
+        ]
+    )
+    ParkedEvent.objects.filter(org=org, received_at__lt=received_at - timedelta(days=PARK_DAYS)).delete()
+
+
+def parked_replay(*, org, key: str, account_id: int) -> int:
+    """Count the events kept under `key` now that the admin has mapped it to an account; returns how
+    many track calls that adds. A group's users who sent calls naming no group come along. Runs in
+    the caller's transaction with the tenant entered, after the mapping is saved."""
+    connection, _ = intake_connection(org=org)
+    if connection is None:
+        return 0
+    with db.cursor() as cursor:  # one ingestion per organization at a time, as in events_ingest
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended('vigil:intake', %s))", [org.pk])
+    if key.startswith("user:"):
+        _user_accounts_save(org=org, pairs={key.removeprefix("user:"): account_id})
+    taken = _take_parked(org=org, keys=[key])
+    members = {event.user_id for event in taken if event.type == "group"}
+    if members:
+        taken += _take_parked(org=org, keys=[user_key(user) for user in members])
+    if not taken:
+        return 0
+    taken.sort(key=lambda event: event.at)
+    links = _link_accounts(org=org, connection=connection, events=taken)
+    _aggregate(org=org, events=taken, links=links)
+    _park(org=org, parked=links.parked, received_at=timezone.now())
+    return sum(1 for event in taken if event.type == "track") - sum(
+        1 for _, event in links.parked if event.type == "track"
+    )
+
+
+def _take_parked(*, org, keys: list[str]) -> list[Event]:
+    rows = ParkedEvent.objects.filter(org=org, key__in=keys)
+    events = [
+        Event(
+            type=row.type,
+            message_id=row.message_id,
+            user_id=row.user_id,
+            group_id=row.group_id,
+            day=row.day,
+            at=row.at,
+            domain=row.domain,
+            name=row.name,
+        )
+        for row in rows
+    ]
+    rows.delete()
+    return events
 
 
 def _user_accounts_save(*, org, pairs: dict[str, int]) -> None:

@@ -153,3 +153,26 @@ class UserAccount(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["org", "user_id"], name="useraccount_org_user")]
+
+
+class ParkedEvent(models.Model):
+    """A usage event that matched no account, kept (for a while) under the key it is listed by on the
+    connection page, so that mapping that key to an account counts it after all."""
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=130)  # the group id, or "user:<id>" for a call naming no group
+    type = models.CharField(max_length=10)
+    message_id = models.CharField(max_length=120)
+    user_id = models.CharField(max_length=120)
+    group_id = models.CharField(max_length=120, blank=True)
+    day = models.DateField()
+    at = models.DateTimeField()
+    domain = models.CharField(max_length=200, blank=True)
+    name = models.CharField(max_length=200, blank=True)
+    received_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["org", "key"], name="parkedevent_org_key"),
+            models.Index(fields=["org", "received_at"], name="parkedevent_org_received"),
+        ]

@@ -49,7 +49,11 @@ def mapping_save(*, org, provider: str, external_id: str, account) -> AccountMap
     UnmatchedRecord.objects.filter(org=org, connection__provider=provider, external_id=external_id).delete()
     # A record matched earlier by a guess (domain) follows the admin's choice from now on.
     SourceRecord.objects.filter(org=org, provider=provider, external_id=external_id).update(account=account)
-    if mapping_rereads(provider):
+    if provider == Provider.SEGMENT:
+        from integrations.intake import parked_replay
+
+        parked_replay(org=org, key=external_id, account_id=account.pk)
+    elif mapping_rereads(provider):
         # What the source sent before matched nothing and was left out (an organization's tickets, a
         # company's deals): its next sync reads everything again from the start so they land now.
         # Records are upserted by their ids, so nothing doubles.

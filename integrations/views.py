@@ -13,6 +13,7 @@ from accounts.models import Account, Role
 from csm.tenancy import OrgViewMixin
 from integrations import credentials
 from integrations.http import ProviderError, RequestBudget
+from integrations.intake import PARK_DAYS
 from integrations.models import Connection, ConnectionStatus, Provider, SyncRun, SyncStatus, UnmatchedRecord
 from integrations.services import connection_disconnect, connection_save, mapping_rereads, mapping_save
 from integrations.sync import CONNECTORS, connector_for
@@ -115,14 +116,21 @@ class ConnectView(OrgViewMixin, View):
         connection = connection_save(org=self.org, provider=provider, secrets=secrets, settings=settings)
         messages.success(request, f"{Provider(provider).label} connection saved.")
         if first and connector.syncs:
-            _start_sync(org=self.org, connection=connection, trigger="first")
+            _start_sync(request, org=self.org, connection=connection, trigger="first")
             messages.info(request, "The first sync started; health and signals follow as soon as it ends.")
         return redirect("integrations", org_slug=self.org.slug)
 
 
-def _start_sync(*, org, connection, trigger: str) -> None:
+# Connection id → the newest run id when a sync was queued from this session: until a newer run exists
+# (the worker creates it when it starts), the progress area says the sync is queued and keeps polling.
+QUEUED_SYNCS = "integrations_queued_syncs"
+
+
+def _start_sync(request, *, org, connection, trigger: str) -> None:
     from integrations.tasks import sync_connection_task
 
+    latest = SyncRun.objects.filter(org=org, connection=connection).order_by("-pk").values_list("pk", flat=True)
+    request.session[QUEUED_SYNCS] = {**request.session.get(QUEUED_SYNCS, {}), str(connection.pk): latest.first() or 0}
     # Only once this request's transaction has committed can the worker see the connection.
     transaction.on_commit(lambda: sync_connection_task.delay(org.pk, connection.pk, trigger))
 
@@ -141,7 +149,7 @@ class ConnectionActionView(OrgViewMixin, View):
             if SyncRun.objects.filter(org=self.org, connection=connection, status=SyncStatus.RUNNING).exists():
                 messages.info(request, "A sync is already running.")
             else:
-                _start_sync(org=self.org, connection=connection, trigger="manual")
+                _start_sync(request, org=self.org, connection=connection, trigger="manual")
                 messages.success(request, f"{connection} sync started in the background.")
         elif action == "disconnect":
             connection_disconnect(org=self.org, connection=connection)
@@ -166,15 +174,22 @@ class ConnectionActionView(OrgViewMixin, View):
 
 
 class SyncProgressView(OrgViewMixin, View):
-    """The latest run of a connection, polled by htmx while it runs."""
+    """The latest run of a connection, polled by htmx while it is queued or runs."""
 
     allowed_roles = (Role.ADMIN,)
 
     def get(self, request, org_slug: str, connection_id: int):
         connection = get_object_or_404(Connection, org=self.org, pk=connection_id)
         run = SyncRun.objects.filter(org=self.org, connection=connection).order_by("-started_at").first()
+        queued = request.session.get(QUEUED_SYNCS, {})
+        before = queued.get(str(connection.pk))
+        waiting = before is not None and not SyncRun.objects.filter(connection=connection, pk__gt=before).exists()
+        if before is not None and not waiting:
+            request.session[QUEUED_SYNCS] = {k: v for k, v in queued.items() if k != str(connection.pk)}
         return render(
-            request, "integrations/_progress.html", {"run": run, "connection": connection, "now": timezone.now()}
+            request,
+            "integrations/_progress.html",
+            {"run": run, "queued": waiting, "connection": connection, "now": timezone.now()},
         )
 
 
@@ -192,7 +207,7 @@ class UnmatchedView(OrgViewMixin, TemplateView):
     def get_context_data(self, **kwargs):
         connection = get_object_or_404(Connection, org=self.org, pk=self.kwargs["connection_id"])
         records = UnmatchedRecord.objects.filter(org=self.org, connection=connection).order_by("-last_seen_at")[:500]
-        return super().get_context_data(connection=connection, records=records, **kwargs)
+        return super().get_context_data(connection=connection, records=records, park_days=PARK_DAYS, **kwargs)
 
     def post(self, request, org_slug: str, connection_id: int):
         connection = get_object_or_404(Connection, org=self.org, pk=connection_id)
@@ -215,7 +230,11 @@ class UnmatchedView(OrgViewMixin, TemplateView):
                         "so what it sent before lands on the account.",
                     )
                 elif connection.provider == Provider.SEGMENT:
-                    messages.success(request, f"Mapped to {account.name}: its events count for it from now on.")
+                    messages.success(
+                        request,
+                        f"Mapped to {account.name}: its events of the last {PARK_DAYS} days now count for it, "
+                        "and so will the next ones.",
+                    )
                 else:
                     messages.success(request, f"Mapped to {account.name}; the next sync brings in its records.")
         return redirect("integration-unmatched", org_slug=self.org.slug, connection_id=connection.pk)

@@ -11,7 +11,7 @@ import pytest
 from accounts.models import UsageDay
 from csm.tenancy import tenant
 from integrations.intake import signature_for
-from integrations.models import IntakeMessage, UnmatchedRecord, UserAccount
+from integrations.models import IntakeMessage, ParkedEvent, UnmatchedRecord, UserAccount
 from integrations.services import connection_save, mapping_save
 from tests.factories import make_account, make_org
 
@@ -272,13 +272,71 @@ def test_events_matching_no_account_are_counted_and_listed(client):
         )
     assert listed == {"ws-unknown", "user:u9"}
 
-    # The admin maps the workspace: it leaves the list and its next events count.
+    # The admin maps the workspace: it leaves the list, its earlier events count, and so do its next.
     with tenant(org):
         mapping_save(org=org, provider="segment", external_id="ws-unknown", account=account)
+    assert usage(org) == {("crm-1", date(2026, 3, 10)): (3, 2, 2)}
     post(client, "acme", "batch", {"batch": [track("u1", "2026-03-10T14:00:00Z", group="ws-unknown")]})
-    assert usage(org) == {("crm-1", date(2026, 3, 10)): (2, 2, 2)}
+    assert usage(org) == {("crm-1", date(2026, 3, 10)): (4, 2, 2)}
     with tenant(org):
         assert list(UnmatchedRecord.objects.filter(org=org).values_list("external_id", flat=True)) == ["user:u9"]
+        assert list(ParkedEvent.objects.values_list("key", flat=True)) == ["user:u9"]  # the rest was counted
+
+
+def test_mapping_a_group_through_the_page_counts_its_members_earlier_events_once(client):
+    from django.urls import reverse
+
+    from tests.factories import make_member
+
+    org = make_org("acme", timezone_name="UTC")
+    make_account(org, external_id="crm-1")
+    connection = connect(org)
+    joined = {
+        "type": "group",
+        "userId": "u1",
+        "groupId": "ws-9",
+        "messageId": "g-1",
+        "timestamp": "2026-03-09T08:00:00Z",
+    }
+    batch = [
+        joined,
+        track("u1", "2026-03-09T09:00:00Z"),  # names no group: the user's group call links it
+        track("u1", "2026-03-10T09:00:00Z", group="ws-9"),
+        track("u2", "2026-03-10T10:00:00Z", group="ws-9"),
+    ]
+    assert post(client, "acme", "batch", {"batch": batch}).json()["unmatched"] == 4
+    assert usage(org) == {}
+    client.force_login(make_member(org, role="admin"))
+
+    page = client.post(
+        reverse("integration-unmatched", args=["acme", connection.pk]),
+        {"external_id": "ws-9", "account_external_id": "crm-1"},
+        follow=True,
+    ).content.decode()
+
+    assert "events of the last 90 days now count for it" in page
+    assert usage(org) == {("crm-1", date(2026, 3, 9)): (1, 1, 1), ("crm-1", date(2026, 3, 10)): (2, 2, 2)}
+    with tenant(org):
+        assert UserAccount.objects.get(org=org, user_id="u1").account.external_id == "crm-1"
+        assert not ParkedEvent.objects.exists() and not UnmatchedRecord.objects.exists()
+    # Sent again, the same messages are duplicates: nothing is counted twice.
+    again = post(client, "acme", "batch", {"batch": batch}).json()
+    assert again["duplicates"] == 4 and usage(org)[("crm-1", date(2026, 3, 10))] == (2, 2, 2)
+
+
+def test_mapping_a_user_who_names_no_group_counts_their_events_and_links_them(client):
+    org = make_org("acme", timezone_name="UTC")
+    account = make_account(org, external_id="crm-1")
+    connect(org)
+    post(client, "acme", "track", track("u9", "2026-03-10T12:00:00Z"))
+    assert usage(org) == {}
+
+    with tenant(org):
+        mapping_save(org=org, provider="segment", external_id="user:u9", account=account)
+
+    assert usage(org) == {("crm-1", date(2026, 3, 10)): (1, 1, 1)}
+    post(client, "acme", "track", track("u9", "2026-03-11T12:00:00Z"))  # later calls find the link
+    assert usage(org)[("crm-1", date(2026, 3, 11))] == (1, 1, 1)
 
 
 def test_oversize_bodies_and_batches_are_refused_with_413(client):
