@@ -62,6 +62,9 @@ class Connector:
     # After an admin maps a record that matched nothing, read everything again from the start so what
     # the source sent before lands on the account. False where the connector catches up on its own.
     reread_after_mapping: ClassVar[bool] = True
+    # The Integrations page reads `card.connector.syncs` from the class: without this, the template engine
+    # calls the class (it is callable), fails, and hides "Sync now" and the progress area on every card.
+    do_not_call_in_templates: ClassVar[bool] = True
 
     def __init__(self, connection: Connection, secrets: dict):
         self.connection = connection
