@@ -656,11 +656,15 @@ class SalesforceConnector(Connector):
         }
 
     def client(self, budget: RequestBudget) -> ProviderClient:
+        token = self.secrets.get("access_token")
         return SalesforceClient(
             connector=self,
             provider="Salesforce",
             base_url=(self.secrets.get("instance_url") or "").rstrip("/"),
-            headers={"Authorization": f"Bearer {self.secrets.get('access_token', '')}"},
+            # No token yet (JWT bearer flow, or before Connect with Salesforce): no header, so Salesforce
+            # answers 401 and the client gets a token. "Bearer " alone is an illegal header value that
+            # httpx refuses to send, which read as "could not be reached" after five tries.
+            headers={"Authorization": f"Bearer {token}"} if token else {},
             budget=budget,
             explain=explain,
             backoff_base=self.backoff_base,
