@@ -1,5 +1,5 @@
 """A local Salesforce: SOQL query results shaped like the REST API's, Bulk API 2.0 query jobs, the OAuth
-token endpoint, errors.
+token endpoint, an authorize page that approves at once (302 back with a code), errors.
 
 Query answers are {totalSize, done, records: [{attributes: {type, url}, Id, ...}], nextRecordsUrl}
 with nextRecordsUrl = /services/data/v60.0/query/<locator>-<offset>; errors are
@@ -20,7 +20,8 @@ import hashlib
 import io
 import json
 import re
-from urllib.parse import parse_qs
+import secrets
+from urllib.parse import parse_qs, urlencode
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -60,6 +61,7 @@ class SalesforceFake(FakeProvider):
         self.route("GET", f"{API}/query")(self._query)
         self.route("POST", JOBS)(self._create_job)
         self.route("POST", "/services/oauth2/token")(self._token)
+        self.route("GET", "/services/oauth2/authorize")(self._authorize)
 
     def add(self, sobject: str, **fields) -> dict:
         n = sum(len(v) for v in self.objects.values()) + 1
@@ -232,6 +234,17 @@ class SalesforceFake(FakeProvider):
                 **extra,
             },
         )
+
+    def _authorize(self, request: FakeRequest) -> Reply:
+        """The authorize page once the user has signed in and approved: back to the app with a new code,
+        remembered with its PKCE challenge and redirect_uri for the token endpoint to check."""
+        query = request.query
+        if query.get("response_type") != "code" or query.get("client_id") != CLIENT_ID or not query.get("redirect_uri"):
+            return Reply(400, {"error": "invalid_request", "error_description": "bad authorize request"})
+        code = f"aPrx{secrets.token_urlsafe(12)}"
+        self.codes[code] = {"challenge": query.get("code_challenge"), "redirect_uri": query["redirect_uri"]}
+        back = urlencode({"code": code, "state": query.get("state", "")})
+        return Reply(302, "", headers={"Location": f"{query['redirect_uri']}?{back}"})
 
     def _token(self, request: FakeRequest) -> Reply:
         form = {k: v[-1] for k, v in parse_qs(request.body.decode()).items()}
