@@ -26,6 +26,7 @@ from integrations.http import ProviderError
 from integrations.models import Connection
 from integrations.providers.salesforce import DEFAULT_LOGIN_URL, PROVIDER, token_request
 from integrations.services import connection_save
+from integrations.views import start_first_sync
 
 SESSION_KEY = "salesforce_oauth"
 SCOPES = "api refresh_token"
@@ -128,8 +129,9 @@ class SalesforceCallbackView(OrgViewMixin, View):
                 "Salesforce refused the authorization code (it may have expired or been used already).", status=502
             )
         saved = {k: token.get(k) for k in ("access_token", "refresh_token", "instance_url")}
-        connection_save(org=self.org, provider=PROVIDER, secrets=saved)
+        connection = connection_save(org=self.org, provider=PROVIDER, secrets=saved)
         messages.success(request, "Salesforce connected.")
+        start_first_sync(request, org=self.org, connection=connection)
         return redirect("integrations", org_slug=self.org.slug)
 
 

@@ -17,6 +17,7 @@ def connection_save(*, org, provider: str, secrets: dict, settings: dict | None 
     if settings is not None:
         connection.settings = {**connection.settings, **settings}
     connection.status = ConnectionStatus.CONNECTED
+    connection.last_error = ""  # new credentials: what failed with the old ones says nothing any more
     connection.save()
     return connection
 

@@ -76,6 +76,11 @@ class Connector:
     def streams(self) -> list[Stream]:
         raise NotImplementedError
 
+    @classmethod
+    def can_sync(cls, secrets: dict) -> bool:
+        """Whether these saved secrets are enough to start a sync (Salesforce first needs its sign-in)."""
+        return True
+
     def test(self, client: ProviderClient) -> str:
         """A cheap authenticated call; returns a sentence saying what it found."""
         raise NotImplementedError

@@ -115,15 +115,24 @@ class ConnectView(OrgViewMixin, View):
         first = existing is None or existing.status == ConnectionStatus.DISCONNECTED
         connection = connection_save(org=self.org, provider=provider, secrets=secrets, settings=settings)
         messages.success(request, f"{Provider(provider).label} connection saved.")
-        if first and connector.syncs:
+        if first and connector.syncs and connector.can_sync(secrets):
             _start_sync(request, org=self.org, connection=connection, trigger="first")
             messages.info(request, "The first sync started; health and signals follow as soon as it ends.")
+        elif first and connector.syncs:
+            messages.info(request, f"Now sign in to {connection}: the first sync starts once it has let Vigil in.")
         return redirect("integrations", org_slug=self.org.slug)
 
 
 # Connection id → the newest run id when a sync was queued from this session: until a newer run exists
 # (the worker creates it when it starts), the progress area says the sync is queued and keeps polling.
 QUEUED_SYNCS = "integrations_queued_syncs"
+
+
+def start_first_sync(request, *, org, connection) -> None:
+    """After a sign-in that completed a connection: the first sync, with same-day health and signals."""
+    if not SyncRun.objects.filter(org=org, connection=connection, status=SyncStatus.SUCCEEDED).exists():
+        _start_sync(request, org=org, connection=connection, trigger="first")
+        messages.info(request, "The first sync started; health and signals follow as soon as it ends.")
 
 
 def _start_sync(request, *, org, connection, trigger: str) -> None:

@@ -39,7 +39,14 @@ from django.utils import timezone
 from accounts.models import Account, Activity, ActivityKind, Contact, Membership, Side
 from csm.tenancy import tenant
 from integrations.http import ProviderClient, ProviderError, RateLimited, RequestBudget
-from integrations.matching import Candidate, forget_unmatched, normalize_domain, remember_sources, resolve_accounts
+from integrations.matching import (
+    Candidate,
+    forget_unmatched,
+    normalize_domain,
+    record_unmatched,
+    remember_sources,
+    resolve_accounts,
+)
 from integrations.sync import Applied, Connector, ConnectorField, Page, Stream, register
 
 PROVIDER = "salesforce"
@@ -433,7 +440,30 @@ def _resolve_parents(org, connection, stream: str, records: list[dict]) -> tuple
         org=org, provider=PROVIDER, object_type="account", candidates=[Candidate(p) for p in parents]
     )
     orphans = [r for r in records if _account_of(r) not in accounts]
+    # Listed on the connection page (never silently dropped): a record under no account, or under one
+    # that has not come through (yet).
+    record_unmatched(
+        org=org,
+        connection=connection,
+        stream=stream,
+        candidates=[Candidate(r["Id"], name=_describe(stream, r)) for r in orphans],
+    )
+    lost = {r["Id"] for r in orphans}
+    forget_unmatched(
+        org=org, connection=connection, stream=stream, external_ids=[r["Id"] for r in records if r["Id"] not in lost]
+    )
     return accounts, orphans
+
+
+def _describe(stream: str, record: dict) -> str:
+    label = (
+        record.get("Name")
+        or record.get("Subject")
+        or " ".join(p for p in (record.get("FirstName"), record.get("LastName")) if p)
+    )
+    parent = _account_of(record)
+    where = f"account {parent} not synced" if parent else "no account"
+    return f"{stream} {label or record['Id']} ({where})"
 
 
 class AccountStream(SoqlStream):
@@ -643,6 +673,15 @@ class SalesforceConnector(Connector):
     ]
     backoff_base = 0.5
     sleep = staticmethod(time.sleep)
+
+    @classmethod
+    def can_sync(cls, secrets: dict) -> bool:
+        # A token, or what gets one without a person: a refresh token or the JWT bearer key.
+        return bool(
+            secrets.get("access_token")
+            or secrets.get("refresh_token")
+            or (secrets.get("private_key") and secrets.get("username"))
+        )
 
     def login_url(self) -> str:
         return ((self.connection.settings or {}).get("login_url") or DEFAULT_LOGIN_URL).rstrip("/")

@@ -15,7 +15,6 @@ import pytest
 from playwright.sync_api import expect
 
 import csm.celery
-from integrations.providers import salesforce as salesforce_providers
 from tests.browser.test_pages import sign_in
 from tests.factories import make_account, make_member, make_org
 from tests.integrations import hubspot_fake, intercom_fake, salesforce_fake, stripe_fake, zendesk_fake
@@ -229,10 +228,9 @@ def test_admin_connects_salesforce_with_oauth_through_the_page(page, live_server
                 "Login URL": fake.url,
             },
         )
-        # Saving starts the first sync at once, before there is a token: it fails asking to connect.
-        expect(progress_of(card)).to_contain_text(
-            "failed — 0 pages, 0 created, 0 updated, 0 unmatched. " + salesforce_providers.RECONNECT, timeout=WAIT
-        )
+        # Saved, but there is no token yet: no sync starts before the admin signs in at Salesforce.
+        expect(page.get_by_text("Now sign in to Salesforce")).to_be_visible()
+        assert not [r for r in fake.requests if r.path.startswith("/services/data/")]
 
         # To the fake's authorize page, which approves and sends the browser back with a code and the state.
         card.get_by_role("link", name="Connect with Salesforce (OAuth)").click()
@@ -241,8 +239,13 @@ def test_admin_connects_salesforce_with_oauth_through_the_page(page, live_server
         asked = next(r.query for r in fake.requests if r.path == "/services/oauth2/authorize")
         assert (asked["client_id"], asked["code_challenge_method"]) == (salesforce_fake.CLIENT_ID, "S256")
         assert fake.codes == {}  # the code was exchanged, with the PKCE verifier the challenge asked for
-
+        # The sign-in completed the connection: the first sync starts on the worker at once.
+        expect(page.get_by_text("The first sync started")).to_be_visible()
         card = card_of(page, "Salesforce")
+        # Five objects read; Ann Lee created on Acme (matched by its website); the contact without an account
+        # listed as unmatched.
+        expect(progress_of(card)).to_contain_text(finished("succeeded", (5, 1, 0, 1)), timeout=WAIT)
+
         card.get_by_role("button", name="Test connection").click()
         expect(
             card.get_by_role("status").filter(has_text="Connected to Salesforce at 127.0.0.1: 1 accounts")
@@ -250,15 +253,16 @@ def test_admin_connects_salesforce_with_oauth_through_the_page(page, live_server
 
         sync_now(page, card, "Salesforce")
         card = card_of(page, "Salesforce")
-        # Five objects read; Ann Lee created on Acme (matched by its website); the contact without an account
-        # counted unmatched (Salesforce creates the accounts it has, so it lists no unmatched records).
-        expect(progress_of(card)).to_contain_text(finished("succeeded", (5, 1, 0, 1)), timeout=WAIT)
+        # Incremental: nothing changed since, so nothing is read again (the unmatched contact stays listed).
+        expect(progress_of(card)).to_contain_text(finished("succeeded", (5, 0, 0, 0)), timeout=WAIT)
 
         card, rows = history_of(page, "Salesforce")
         expect(rows).to_have_count(2)
-        expect(rows.nth(0).locator("td")).to_have_text([re.compile(r"\S"), "manual", "Succeeded", "5", "1", "0", "1"])
-        expect(rows.nth(1).locator("td")).to_contain_text(["first", re.compile("^Failed")])
+        expect(rows.nth(0).locator("td")).to_have_text([re.compile(r"\S"), "manual", "Succeeded", "5", "0", "0", "0"])
+        expect(rows.nth(1).locator("td")).to_have_text([re.compile(r"\S"), "first", "Succeeded", "5", "1", "0", "1"])
         expect(card.get_by_text("Connected", exact=True)).to_be_visible()
+        card.get_by_role("link", name="1 unmatched").click()
+        expect(page.get_by_role("cell", name="Contact No Account (no account)")).to_be_visible()
         assert salesforce_fake.CLIENT_SECRET not in page.content()
         assert "token-2" not in page.content() and "refresh-web" not in page.content()
 

@@ -9,7 +9,7 @@ import pytest
 from accounts.models import Account, Activity, Contact
 from csm.tenancy import tenant
 from integrations import credentials
-from integrations.models import Connection
+from integrations.models import Connection, UnmatchedRecord
 from integrations.providers import salesforce
 from integrations.providers.salesforce import LIMIT_MESSAGE, RECONNECT, SalesforceConnector, bulk_records
 from integrations.services import connection_save
@@ -549,6 +549,33 @@ def test_the_jwt_bearer_flow_gets_a_token_with_a_signed_assertion(org, fake):
     assert fake.jwt_claims["sub"] == "integration@initech.example"
     assert fake.jwt_claims["aud"] == fake.url
     assert counts(org) == (3, 2, 2)
+
+
+def test_a_first_sync_with_only_the_jwt_key_gets_its_token_without_a_failed_request(org, fake):
+    pem, public_key = rsa_key_pair()
+    fake.public_key = public_key
+    seed(fake)
+    # Nothing but the key: no access token has ever been saved.
+    connection = connect(org, fake, token="", username="integration@initech.example", private_key=pem)
+
+    run = sync(org, connection)
+
+    assert run.status == "succeeded", run.error
+    assert fake.requests[0].path == "/services/data/v60.0/query"  # asked without a token: refused with a 401
+    assert fake.requests[1].path == "/services/oauth2/token"  # then the JWT bearer flow, once
+    assert counts(org) == (3, 2, 2)
+
+
+def test_records_under_no_account_are_listed_as_unmatched(org, fake):
+    seed(fake)
+    connection = connect(org, fake)
+
+    run = sync(org, connection)
+
+    assert run.unmatched == 1
+    with tenant(org):
+        listed = list(UnmatchedRecord.objects.filter(org=org).values_list("stream", "external_id", "name"))
+    assert listed == [("Contact", "003Z", "Contact No Account (no account)")]
 
 
 def test_the_connection_test_says_what_it_found(org, fake):
