@@ -23,7 +23,7 @@ from typing import IO
 
 import numpy as np
 import pandas as pd
-from django.db import connection
+from django.db import connection, transaction
 
 from accounts.models import (
     Account,
@@ -839,6 +839,11 @@ def csv_import(*, org: Organization, kind: str, file, progress: Progress | None 
             cursor.execute("SELECT set_config('work_mem', %s, true)", [work_mem])
             cursor.execute(f"DROP TABLE IF EXISTS pg_temp.{_STAGING_TABLE}")
         report("done", rows, total)
+    if kind == "accounts" and created + updated:
+        from health.portfolio import portfolio_prime
+
+        # Accounts changed (owners, stages, ARR): have the Portfolio's figures ready again once committed.
+        transaction.on_commit(lambda: portfolio_prime(org=org))
     return ImportResult(kind=kind, rows=rows, created=created, updated=updated, unchanged=rows - created - updated)
 
 

@@ -240,3 +240,30 @@ def test_the_nightly_run_leaves_the_figures_ready_in_the_shared_cache_for_the_fi
     with CaptureQueriesContext(connection) as queries:
         assert portfolio_of(client, org)[0].total.accounts == 3
     assert [q for q in queries.captured_queries if "GROUP BY csm_id, stage, tier" in q["sql"]]
+
+
+def test_an_accounts_import_leaves_the_new_figures_ready(client, tmp_path, django_capture_on_commit_callbacks):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from accounts.imports import csv_import
+
+    org = make_org()
+    ana = make_member(org, role="csm", email="ana@vendor.example")
+    make_account(org, external_id="A-1", arr=1_000)
+    client.force_login(make_member(org, role="leader"))
+    assert portfolio_of(client, org)[0].total.arr == 1_000
+    path = tmp_path / "accounts.csv"
+    path.write_text(
+        "external_id,name,domain,tier,arr,currency,plan,seat_limit,stage,csm_email,am_email,go_live_date,"
+        "renewal_date,contract_start,created_at\n"
+        "A-2,Beta,beta.example,smb,5000,USD,,,steady,ana@vendor.example,,,,,\n"
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        csv_import(org=org, kind="accounts", file=path)
+
+    with CaptureQueriesContext(connection) as queries:
+        page, _ = portfolio_of(client, org)
+    assert page.total.arr == 6_000 and [row.key for row in page.by_csm][0] == ana.pk
+    assert not [q for q in queries.captured_queries if "GROUP BY csm_id, stage, tier" in q["sql"]]
