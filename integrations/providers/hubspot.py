@@ -1,8 +1,12 @@
 """HubSpot (private app token): owners, then companies → accounts, contacts, and won deals → ARR and renewal.
 
-HubSpot is the CRM of record: a company that matches no account becomes one (external id
+HubSpot is the CRM of record: a customer company that matches no account becomes one (external id
 `hubspot-<id>`), and its name, domain, owner (the CSM, when the owner's e-mail is a member of the
-organization) and lifecycle stage (through the admin's mapping) follow HubSpot.
+organization) and lifecycle stage (through the admin's mapping) follow HubSpot. A company is a
+customer when its lifecycle stage is one the admin's mapping lists, or when it has a won deal (the
+deals read are the won ones). The rest of a CRM (leads, subscribers, prospects) are not accounts:
+a CS team's morning list is no place for them, and listing each lead and its contacts as unmatched
+would bury the records that do need a mapping. Such a company becomes an account the day it is won.
 
 Companies, contacts and deals are read incrementally through the CRM search API, filtered on the
 last-modified date and sorted by it ascending. Every page is a new query anchored at the last
@@ -31,6 +35,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
+from functools import partial
 from typing import Any
 
 from django.db import connection as db
@@ -325,6 +330,38 @@ class _Reader:
             records += [company_record(company) for company in body["results"]]
         return records
 
+    def contacts_of(self, client: ProviderClient, company_ids: set[str]) -> list[dict]:
+        """Every contact of these companies (search on the company id, a hundred companies a query)."""
+        ids = sorted(company_ids)
+        records = []
+        for start in range(0, len(ids), BATCH_SIZE):
+            after = None
+            while True:
+                body = {
+                    "filterGroups": [
+                        {
+                            "filters": [
+                                {
+                                    "propertyName": "associatedcompanyid",
+                                    "operator": "IN",
+                                    "values": ids[start : start + BATCH_SIZE],
+                                }
+                            ]
+                        }
+                    ],
+                    "properties": CONTACT_PROPERTIES,
+                    "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+                    "limit": PAGE_SIZE,
+                }
+                if after:
+                    body["after"] = after
+                answer = self.search(client, "contacts", body)
+                records += [contact_record(result) for result in answer["results"]]
+                after = ((answer.get("paging") or {}).get("next") or {}).get("after")
+                if not after:
+                    break
+        return records
+
 
 class OwnersStream(Stream):
     name = "owners"
@@ -407,10 +444,14 @@ class SearchStream(Stream):
 
     def apply(self, *, org, connection, records: list[dict]) -> Applied:
         companies = [r for r in records if r["object"] == "company"]
-        own = [r for r in records if r["object"] != "company"]
+        # Contacts another stream brought along (the people of a company just won) go the contacts' way.
+        brought = [r for r in records if r["object"] == "contact" and self.object_type != "contacts"]
+        own = [r for r in records if r["object"] != "company" and not (brought and r["object"] == "contact")]
         applied = Applied()
         # Companies first: contacts and deals of the same page point at them.
-        for step, batch in ((self.connector.apply_companies, companies), (self.apply_own, own)):
+        apply_companies = partial(self.connector.apply_companies, create_all=self.creates_companies)
+        steps = ((apply_companies, companies), (self.connector.contacts.apply_own, brought), (self.apply_own, own))
+        for step, batch in steps:
             if batch:
                 done = step(org=org, connection=connection, records=batch)
                 applied.created += done.created
@@ -420,6 +461,9 @@ class SearchStream(Stream):
 
     def apply_own(self, *, org, connection, records: list[dict]) -> Applied:
         raise NotImplementedError
+
+    # Whether a company this stream brings becomes an account whatever its lifecycle stage.
+    creates_companies = False
 
 
 class CompaniesStream(SearchStream):
@@ -458,10 +502,11 @@ class ContactsStream(SearchStream):
             candidates=[Candidate(company) for company in sorted({r["company"] for r in named})],
         )
         matched = [r for r in named if r["company"] in accounts]
+        # A prospect's people are not listed: its company is not an account on purpose.
         unmatched = [
             Candidate(external_id=r["id"], domain=r["email"], name=r["name"] or r["email"] or r["id"])
             for r in records
-            if r["company"] not in accounts
+            if r["company"] not in accounts and r["company"] not in self.connector.prospects
         ]
         record_unmatched(org=org, connection=connection, stream="contacts", candidates=unmatched)
         forget_unmatched(org=org, connection=connection, stream="contacts", external_ids=[r["id"] for r in matched])
@@ -527,6 +572,8 @@ class DealsStream(SearchStream):
         self.renewal_term = int(term) if term else DEFAULT_RENEWAL_TERM_MONTHS
         self.stages = parse_names(settings.get("deal_stages")) or parse_names(DEFAULT_DEAL_STAGES)
 
+    creates_companies = True  # only won deals are read: their companies are customers
+
     def properties(self) -> list[str]:
         return sorted({*DEAL_PROPERTIES, self.arr_property, self.renewal_property})
 
@@ -555,7 +602,10 @@ class DealsStream(SearchStream):
                 }
             )
         companies = self.reader.companies_missing(client, {d["company"] for d in deals if d["company"]})
-        return companies + deals
+        # A company brought by a won deal becomes an account now; its people, skipped while it was a
+        # prospect and not modified since, come with it.
+        people = self.reader.contacts_of(client, {c["id"] for c in companies})
+        return companies + people + deals
 
     def _primary_companies(self, client, deal_ids: list[str]) -> dict[str, str]:
         """{deal id: company id} from the v4 associations (search does not return associations)."""
@@ -684,7 +734,8 @@ class HubSpotConnector(Connector):
             secret=False,
             required=False,
             help=f"Comma-separated lifecyclestage=stage pairs; a stage among {', '.join(Stage.values)}, or keep. "
-            f"Stages not listed leave the account's stage alone (new accounts start in onboarding). "
+            f"Stages not listed leave the account's stage alone (new accounts start in onboarding), and a company "
+            f"in one becomes an account only once it has a won deal. "
             f"Empty: {DEFAULT_STAGE_MAP}.",
         ),
         ConnectorField(
@@ -748,13 +799,10 @@ class HubSpotConnector(Connector):
             )
         except ValueError as error:
             raise ProviderError(f"The HubSpot setting 'Lifecycle stage → account stage' is wrong: {error}") from error
+        self.prospects: set[str] = set()  # companies of this run that are not customers (see the module doc)
         reader = _Reader(self)
-        return [
-            OwnersStream(self),
-            CompaniesStream(self, reader),
-            ContactsStream(self, reader),
-            DealsStream(self, reader),
-        ]
+        self.contacts = ContactsStream(self, reader)
+        return [OwnersStream(self), CompaniesStream(self, reader), self.contacts, DealsStream(self, reader)]
 
     def test(self, client: ProviderClient) -> str:
         """Five cheap calls: one per object the sync reads, and the deal properties the settings name."""
@@ -803,8 +851,8 @@ class HubSpotConnector(Connector):
 
     # companies arrive with their own stream and with the contacts and deals that name them
 
-    def apply_companies(self, *, org, connection, records: list[dict]) -> Applied:
-        """Match each company to an account, create the ones that match none, and write HubSpot's values."""
+    def apply_companies(self, *, org, connection, records: list[dict], create_all: bool = False) -> Applied:
+        """Match each company to an account, create the customers that match none, and write HubSpot's values."""
         latest = {r["id"]: r for r in records}
         companies = list(latest.values())
         matched = resolve_accounts(
@@ -831,6 +879,9 @@ class HubSpotConnector(Connector):
 
         created = 0
         new = [c for c in companies if c["id"] not in matched]
+        if not create_all:
+            self.prospects.update(c["id"] for c in new if c["lifecycle"] not in self.stage_map)
+            new = [c for c in new if c["lifecycle"] in self.stage_map]
         if new:
             with db.cursor() as cursor:
                 cursor.execute(

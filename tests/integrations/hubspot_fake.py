@@ -106,7 +106,8 @@ SUFFIXES = ["Inc", "LLC", "GmbH", "Ltd", "SAS", "Co"]
 FIRST = ["Ana", "Ben", "Chloé", "Dmitri", "Elif", "Farah", "Gustavo", "Hana", "Ivan", "Jun", "Kofi", "Lena"]
 LAST = ["Silva", "Moreau", "Kowalski", "Tanaka", "Okafor", "Nguyen", "Schmidt", "Haddad", "Rossi", "Berg"]
 TITLES = ["VP Operations", "Head of Data", "CTO", "Product Manager", "IT Director", "Finance Manager"]
-LIFECYCLES = ["customer"] * 6 + ["opportunity", "salesqualifiedlead", "lead", "evangelist"]
+# Stages the default mapping lists: every generated company is a customer and becomes an account.
+LIFECYCLES = ["customer"] * 7 + ["opportunity", "salesqualifiedlead", "evangelist"]
 
 
 def iso(ms: int) -> str:

@@ -213,6 +213,36 @@ def test_first_sync_creates_and_updates_accounts_contacts_arr_and_csm(org, fake)
     assert len(accounts(org)) == 4 and len(contacts(org)) == 3
 
 
+def test_prospects_are_not_accounts_until_they_are_won_or_reach_a_listed_stage(org, fake):
+    lead = fake.add_company(name="Prospect Ltd", domain="prospect.example", lifecycle="lead")
+    subscriber = fake.add_company(name="Newsletter Co", domain="news.example", lifecycle="subscriber")
+    fake.add_contact(email="pat@prospect.example", first="Pat", last="Lead", company=lead)
+    connection = connect(org, fake)
+
+    first = sync(org, connection)
+
+    assert first.status == "succeeded", first.error
+    # No account, and neither the companies nor their people are listed as records needing a mapping.
+    assert accounts(org) == {} and contacts(org) == {} and unmatched(org) == {}
+    assert (first.created, first.unmatched) == (0, 0)
+
+    fake.add_deal(name="Prospect 2026", amount="12000", closedate="2026-05-01T00:00:00Z", company=lead)  # won
+    fake.touch("companies", subscriber["id"], lifecyclestage="customer")
+
+    won = sync(org, reload(org, connection))
+
+    assert won.status == "succeeded", won.error
+    found = accounts(org)
+    assert set(found) == {f"hubspot-{lead['id']}", f"hubspot-{subscriber['id']}"}
+    assert found[f"hubspot-{lead['id']}"].arr == Decimal("12000")
+    assert found[f"hubspot-{subscriber['id']}"].stage == "steady"  # customer=steady in the default mapping
+    # The won company's person, unchanged since the first sync skipped them, comes with it.
+    assert {c.email: c.account.external_id for c in contacts(org).values()} == {
+        "pat@prospect.example": f"hubspot-{lead['id']}"
+    }
+    assert unmatched(org) == {}
+
+
 def test_settings_choose_the_deal_properties_stages_and_lifecycle_mapping(org, fake):
     company = fake.add_company(name="Umbrella", domain="umbrella.example", lifecycle="customer")
     fake.add_deal(name="Umbrella renewal", amount="1", closedate="2025-03-01T00:00:00Z", company=company,
