@@ -15,7 +15,7 @@ import hmac
 import json
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -50,6 +50,7 @@ MAX_LISTED_ERRORS = 100
 STREAM = "events"
 # Events that matched no account are kept this long, so that mapping their group counts them.
 PARK_DAYS = 90
+USER_KEY_PREFIX = "user:"  # an unmatched key naming a user, not a group
 OBJECT_TYPE = "group"
 # The organization as a sub-select, which the planner cannot see through. Given the literal, it
 # estimates a new organization's rows from statistics that have not seen it yet (next to none) and
@@ -269,11 +270,7 @@ def events_ingest(*, org, connection: Connection, events: list[Event], received_
     Runs in the caller's transaction with the tenant entered.
     """
     result = IntakeResult(received=len(events))
-    # One ingestion per organization at a time: two batches counting distinct users of the same
-    # account and day concurrently would each miss the other's uncommitted users, and upserting
-    # overlapping days in different orders could deadlock.
-    with db.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended('vigil:intake', %s))", [org.pk])
+    _lock_ingestion(org)
     fresh = _claim_messages(org=org, events=events, received_at=received_at)
     result.accepted = len(fresh)
     result.duplicates = len(events) - len(fresh)
@@ -284,6 +281,14 @@ def events_ingest(*, org, connection: Connection, events: list[Event], received_
         _park(org=org, parked=links.parked, received_at=received_at)
     Connection.objects.filter(pk=connection.pk).update(last_success_at=received_at, last_error="")
     return result
+
+
+def _lock_ingestion(org) -> None:
+    """One ingestion per organization at a time, until the transaction ends: two batches counting
+    distinct users of the same account and day concurrently would each miss the other's uncommitted
+    users, and upserting overlapping days in different orders could deadlock."""
+    with db.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended('vigil:intake', %s))", [org.pk])
 
 
 def _claim_messages(*, org, events: list[Event], received_at: datetime) -> list[Event]:
@@ -369,7 +374,7 @@ def _link_accounts(*, org, connection: Connection, events: list[Event]) -> _Link
 
 def user_key(user_id: str) -> str:
     """How a user whose calls name no group is listed among the unmatched records."""
-    return f"user:{user_id}"[:MAX_ID_LENGTH]
+    return f"{USER_KEY_PREFIX}{user_id}"[:MAX_ID_LENGTH]
 
 
 def _park(*, org, parked: list[tuple[str, Event]], received_at: datetime) -> None:
@@ -381,15 +386,8 @@ def _park(*, org, parked: list[tuple[str, Event]], received_at: datetime) -> Non
             ParkedEvent(
                 org=org,
                 key=key,
-                type=e.type,
-                message_id=e.message_id,
-                user_id=e.user_id,
-                group_id=e.group_id,
-                day=e.day,
-                at=e.at,
-                domain=e.domain[:200],
-                name=e.name[:200],
                 received_at=received_at,
+                **asdict(replace(e, domain=e.domain[:200], name=e.name[:200])),  # the columns' widths
             )
             for key, e in parked
         ]
@@ -397,47 +395,31 @@ def _park(*, org, parked: list[tuple[str, Event]], received_at: datetime) -> Non
     ParkedEvent.objects.filter(org=org, received_at__lt=received_at - timedelta(days=PARK_DAYS)).delete()
 
 
-def parked_replay(*, org, key: str, account_id: int) -> int:
-    """Count the events kept under `key` now that the admin has mapped it to an account; returns how
-    many track calls that adds. A group's users who sent calls naming no group come along. Runs in
-    the caller's transaction with the tenant entered, after the mapping is saved."""
+def parked_replay(*, org, key: str, account_id: int) -> None:
+    """Count the events kept under `key` now that the admin has mapped it to an account. A group's
+    users who sent calls naming no group come along. Runs in the caller's transaction with the tenant
+    entered, after the mapping is saved."""
     connection, _ = intake_connection(org=org)
     if connection is None:
-        return 0
-    with db.cursor() as cursor:  # one ingestion per organization at a time, as in events_ingest
-        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended('vigil:intake', %s))", [org.pk])
-    if key.startswith("user:"):
-        _user_accounts_save(org=org, pairs={key.removeprefix("user:"): account_id})
+        return
+    _lock_ingestion(org)
+    if key.startswith(USER_KEY_PREFIX):
+        _user_accounts_save(org=org, pairs={key.removeprefix(USER_KEY_PREFIX): account_id})
     taken = _take_parked(org=org, keys=[key])
     members = {event.user_id for event in taken if event.type == "group"}
     if members:
         taken += _take_parked(org=org, keys=[user_key(user) for user in members])
     if not taken:
-        return 0
+        return
     taken.sort(key=lambda event: event.at)
     links = _link_accounts(org=org, connection=connection, events=taken)
     _aggregate(org=org, events=taken, links=links)
     _park(org=org, parked=links.parked, received_at=timezone.now())
-    return sum(1 for event in taken if event.type == "track") - sum(
-        1 for _, event in links.parked if event.type == "track"
-    )
 
 
 def _take_parked(*, org, keys: list[str]) -> list[Event]:
     rows = ParkedEvent.objects.filter(org=org, key__in=keys)
-    events = [
-        Event(
-            type=row.type,
-            message_id=row.message_id,
-            user_id=row.user_id,
-            group_id=row.group_id,
-            day=row.day,
-            at=row.at,
-            domain=row.domain,
-            name=row.name,
-        )
-        for row in rows
-    ]
+    events = [Event(**{f.name: getattr(row, f.name) for f in fields(Event)}) for row in rows]
     rows.delete()
     return events
 

@@ -64,8 +64,7 @@ def mapping_save(*, org, provider: str, external_id: str, account) -> AccountMap
 
 def mapping_rereads(provider: str) -> bool:
     """Whether a new mapping makes the provider's next sync start over (pushed events cannot be re-asked)."""
-    from integrations import providers  # noqa: F401  (registers the connectors)
-    from integrations.sync import CONNECTORS
+    from integrations.sync import connectors
 
-    connector = CONNECTORS.get(provider)
+    connector = connectors().get(provider)
     return bool(connector and connector.syncs and connector.reread_after_mapping)

@@ -59,6 +59,7 @@ class Connector:
     credential_fields: ClassVar[list[ConnectorField]] = []
     setting_fields: ClassVar[list[ConnectorField]] = []
     syncs: ClassVar[bool] = True  # False for push-only sources (usage intake)
+    purpose: ClassVar[str] = ""  # what the source brings, shown on its card before anything is connected
     # After an admin maps a record that matched nothing, read everything again from the start so what
     # the source sent before lands on the account. False where the connector catches up on its own.
     reread_after_mapping: ClassVar[bool] = True
@@ -94,11 +95,16 @@ def register(cls: type[Connector]) -> type[Connector]:
     return cls
 
 
-def connector_for(connection: Connection) -> Connector:
+def connectors() -> dict[str, type[Connector]]:
+    """Every provider's connector, by provider."""
     from integrations import providers  # noqa: F401  (registers the connectors)
 
+    return CONNECTORS
+
+
+def connector_for(connection: Connection) -> Connector:
     secrets = credentials.decrypt(org_id=connection.org_id, provider=connection.provider, blob=connection.credentials)
-    return CONNECTORS[connection.provider](connection, secrets)
+    return connectors()[connection.provider](connection, secrets)
 
 
 @dataclass
@@ -174,13 +180,11 @@ def _sync_stream(*, org, connection, run, stream: Stream, client, budget) -> Non
 
 def sync_all(*, org, day=None) -> dict:
     """The nightly pipeline's sync stage: every connected, pull-based connection of the organization."""
-    from integrations import providers  # noqa: F401
-
     with tenant(org):
         connections = list(Connection.objects.filter(org=org).exclude(status=ConnectionStatus.DISCONNECTED))
     summary = {}
     for connection in connections:
-        if not CONNECTORS.get(connection.provider, Connector).syncs:
+        if not connectors().get(connection.provider, Connector).syncs:
             continue
         run = connection_sync(org=org, connection=connection, trigger="nightly")
         summary[connection.provider] = {

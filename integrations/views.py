@@ -16,31 +16,12 @@ from integrations.http import ProviderError, RequestBudget
 from integrations.intake import PARK_DAYS
 from integrations.models import Connection, ConnectionStatus, Provider, SyncRun, SyncStatus, UnmatchedRecord
 from integrations.services import connection_disconnect, connection_save, mapping_rereads, mapping_save
-from integrations.sync import CONNECTORS, connector_for
-
-# What each source brings, shown on its card before anything is connected.
-PURPOSE = {
-    "hubspot": "CRM: companies become accounts with their owner as CSM; contacts; won deals set ARR and renewal.",
-    "salesforce": "CRM: accounts with their owner as CSM, contacts, won opportunities for ARR and renewal, "
-    "tasks and events as activity.",
-    "stripe": "Billing: customers matched to accounts, subscriptions for ARR and seat limits, invoices and "
-    "failed payments.",
-    "zendesk": "Support: organizations matched to accounts, tickets with priority and satisfaction.",
-    "intercom": "Support and conversations: companies matched to accounts, conversations as tickets and client "
-    "activity.",
-    "segment": "Product usage: track, identify and group calls posted to Vigil, counted per account and day.",
-}
-
-
-def _connectors():
-    from integrations import providers  # noqa: F401  (registers them)
-
-    return CONNECTORS
+from integrations.sync import connector_for, connectors
 
 
 def connect_form_class(provider: str) -> type[forms.Form]:
     """A form with the fields this provider needs; secrets render empty and are never shown again."""
-    connector = _connectors()[provider]
+    connector = connectors()[provider]
     fields = {}
     for spec in connector.credential_fields:
         widget = forms.PasswordInput(render_value=False) if spec.secret else forms.TextInput()
@@ -65,7 +46,7 @@ class IntegrationsView(OrgViewMixin, TemplateView):
         for record in UnmatchedRecord.objects.filter(org=self.org).values("connection_id"):
             unmatched_counts[record["connection_id"]] = unmatched_counts.get(record["connection_id"], 0) + 1
         cards = []
-        for provider, connector in _connectors().items():
+        for provider, connector in connectors().items():
             connection = connections.get(provider)
             initial = {}
             if connection:
@@ -74,7 +55,7 @@ class IntegrationsView(OrgViewMixin, TemplateView):
                 {
                     "provider": provider,
                     "label": Provider(provider).label,
-                    "purpose": PURPOSE.get(provider, ""),
+                    "purpose": connector.purpose,
                     "connector": connector,
                     "connection": connection,
                     "form": kwargs.get("forms", {}).get(provider) or connect_form_class(provider)(initial=initial),
@@ -89,10 +70,10 @@ class ConnectView(OrgViewMixin, View):
     allowed_roles = (Role.ADMIN,)
 
     def post(self, request, org_slug: str, provider: str):
-        if provider not in _connectors():
+        if provider not in connectors():
             raise Http404("Unknown provider")
         form = connect_form_class(provider)(request.POST)
-        connector = _connectors()[provider]
+        connector = connectors()[provider]
         existing = Connection.objects.filter(org=self.org, provider=provider).first()
         if form.is_valid():
             secrets = {

@@ -444,13 +444,13 @@ class SearchStream(Stream):
 
     def apply(self, *, org, connection, records: list[dict]) -> Applied:
         companies = [r for r in records if r["object"] == "company"]
-        # Contacts another stream brought along (the people of a company just won) go the contacts' way.
-        brought = [r for r in records if r["object"] == "contact" and self.object_type != "contacts"]
-        own = [r for r in records if r["object"] != "company" and not (brought and r["object"] == "contact")]
+        contacts = [r for r in records if r["object"] == "contact"]
+        others = [r for r in records if r["object"] not in ("company", "contact")]
         applied = Applied()
-        # Companies first: contacts and deals of the same page point at them.
+        # Companies first: contacts and deals of the same page point at them. Contacts go the contacts'
+        # way whichever stream brought them (a won deal's company brings its people along).
         apply_companies = partial(self.connector.apply_companies, create_all=self.creates_companies)
-        steps = ((apply_companies, companies), (self.connector.contacts.apply_own, brought), (self.apply_own, own))
+        steps = ((apply_companies, companies), (self.connector.contacts.apply_own, contacts), (self.apply_own, others))
         for step, batch in steps:
             if batch:
                 done = step(org=org, connection=connection, records=batch)
@@ -719,6 +719,7 @@ class DealsStream(SearchStream):
 @register
 class HubSpotConnector(Connector):
     provider = PROVIDER
+    purpose = "CRM: companies become accounts with their owner as CSM; contacts; won deals set ARR and renewal."
     credential_fields = [
         ConnectorField(
             "access_token",

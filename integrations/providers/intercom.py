@@ -362,6 +362,7 @@ def _upsert(*, table: str, org_id: int, columns: dict[str, tuple[str, list]]) ->
 @register
 class IntercomConnector(Connector):
     provider = PROVIDER
+    purpose = "Support and conversations: companies matched to accounts, conversations as tickets and client activity."
     credential_fields = [
         ConnectorField(
             "access_token",

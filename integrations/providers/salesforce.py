@@ -251,8 +251,7 @@ class SoqlStream(Stream):
                 return
 
     def is_large(self, client: ProviderClient) -> bool:
-        body = query_page(client, QUERY_PATH, f"SELECT COUNT() FROM {self.object_name}")
-        return int(body.get("totalSize") or 0) >= BULK_THRESHOLD
+        return object_count(client, self.object_name) >= BULK_THRESHOLD
 
     def read_bulk(self, client: ProviderClient, state: dict):
         """The first pull through one Bulk API 2.0 query job, a results page per Page."""
@@ -318,6 +317,10 @@ def query_page(client: ProviderClient, path: str, soql: str | None) -> dict:
             "and the next run reads it again"
         )
     return body
+
+
+def object_count(client: ProviderClient, object_name: str) -> int:
+    return int(query_page(client, QUERY_PATH, f"SELECT COUNT() FROM {object_name}").get("totalSize") or 0)
 
 
 def bulk_job_create(client: ProviderClient, soql: str) -> str:
@@ -474,10 +477,10 @@ class AccountStream(SoqlStream):
         latest = {r["Id"]: r for r in records}
         candidates = [Candidate(i, r.get("Website") or "", r.get("Name") or i) for i, r in latest.items()]
         matched = resolve_accounts(org=org, provider=PROVIDER, object_type="account", candidates=candidates)
-        owners = members_by_email(org, {(r.get("Owner") or {}).get("Email") or "" for r in latest.values()})
+        owners = members_by_email(org, {_owner_email(r) for r in latest.values()})
 
         def csm(record):
-            return owners.get(((record.get("Owner") or {}).get("Email") or "").lower())
+            return owners.get(_owner_email(record).lower())
 
         # Accounts that match nothing are created: Salesforce is the CRM, its accounts are the customers.
         now = timezone.now()
@@ -637,6 +640,10 @@ class EventStream(TaskStream):
 @register
 class SalesforceConnector(Connector):
     provider = PROVIDER
+    purpose = (
+        "CRM: accounts with their owner as CSM, contacts, won opportunities for ARR and renewal, "
+        "tasks and events as activity."
+    )
     credential_fields = [
         ConnectorField("instance_url", "Instance URL", secret=False, help="https://yourcompany.my.salesforce.com"),
         ConnectorField("client_id", "Consumer key", secret=False, help="From your connected app."),
@@ -752,6 +759,6 @@ class SalesforceConnector(Connector):
         return [AccountStream(self), ContactStream(self), OpportunityStream(self), TaskStream(self), EventStream(self)]
 
     def test(self, client: ProviderClient) -> str:
-        body = query_page(client, QUERY_PATH, "SELECT COUNT() FROM Account")
+        accounts = object_count(client, "Account")
         host = urlsplit(str(client.http.base_url)).hostname or "Salesforce"
-        return f"Connected to Salesforce at {host}: {body.get('totalSize', 0):,} accounts"
+        return f"Connected to Salesforce at {host}: {accounts:,} accounts"

@@ -7,6 +7,7 @@ from integrations.sync import Connector, ConnectorField, register
 @register
 class SegmentConnector(Connector):
     provider = "segment"
+    purpose = "Product usage: track, identify and group calls posted to Vigil, counted per account and day."
     syncs = False
     credential_fields = [
         ConnectorField(

@@ -696,6 +696,9 @@ def list_page(client: ProviderClient, path: str, params: dict) -> dict:
 @register
 class StripeConnector(Connector):
     provider = PROVIDER
+    purpose = (
+        "Billing: customers matched to accounts, subscriptions for ARR and seat limits, invoices and failed payments."
+    )
     reread_after_mapping = False  # a newly mapped customer's invoices are fetched by the next sync itself
     credential_fields = [
         ConnectorField(

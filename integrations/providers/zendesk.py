@@ -290,6 +290,7 @@ def _upsert_tickets(*, org_id: int, rows: list[dict], accounts: dict[str, int]) 
 @register
 class ZendeskConnector(Connector):
     provider = PROVIDER
+    purpose = "Support: organizations matched to accounts, tickets with priority and satisfaction."
     credential_fields = [
         ConnectorField("email", "Agent e-mail", secret=False, help="The e-mail of a Zendesk admin."),
         ConnectorField(
